@@ -1,0 +1,51 @@
+"""Clocks: the real UTC clock and an accelerated one for simulated operating days."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+
+class SystemClock:
+    """Wall-clock UTC time."""
+
+    speed: float = 1.0
+
+    def now(self) -> datetime:
+        """The current aware UTC time."""
+        return datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now()
+
+
+@dataclass
+class AcceleratedClock:
+    """Simulated time running `speed` times faster than real time from `start`.
+
+    Simulators and the daemon share one so that a whole operating day can be replayed in
+    minutes while aggregates and schedule hours still see consistent time.
+    """
+
+    start: datetime
+    speed: float = 1.0
+    _t0: float = field(default_factory=time.monotonic, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None:
+            raise ValueError("AcceleratedClock.start must be timezone-aware")
+        if self.speed <= 0:
+            raise ValueError("AcceleratedClock.speed must be positive")
+        self.start = self.start.astimezone(UTC)
+
+    def now(self) -> datetime:
+        """The current simulated aware UTC time."""
+        return self.start + timedelta(seconds=(time.monotonic() - self._t0) * self.speed)
+
+    def __call__(self) -> datetime:
+        return self.now()
+
+    def real_seconds(self, simulated: float) -> float:
+        """How many real seconds `simulated` seconds take at this speed."""
+        return simulated / self.speed
