@@ -1,0 +1,1 @@
+"""The HTTP API (aiohttp): health, metrics, readings, and the feature routes."""

@@ -1,0 +1,62 @@
+"""What every API route module receives: configuration, database, metrics, journal, features.
+
+Feature route modules (`collector/api/alerts.py`, `schedule.py`, `archive.py`) expose
+`setup(app: web.Application, ctx: ApiContext) -> None` and call `require_role` on every
+mutating route.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from core.config import GridWatchConfig
+from core.interfaces import Journal
+from storage.db import Database
+
+Role = Literal["viewer", "operator", "admin"]
+_RANK = {"viewer": 0, "operator": 1, "admin": 2}
+
+CTX_KEY: web.AppKey[ApiContext] = web.AppKey("gridwatch_ctx")
+
+
+@dataclass
+class ApiContext:
+    """Shared state of the API; `features` holds feature services by name ('alerting', ...)."""
+
+    config: GridWatchConfig
+    db: Database
+    registry: CollectorRegistry
+    journal: Journal
+    tokens: dict[str, tuple[str, Role]] = field(default_factory=dict)  # secret -> (user, role)
+    features: dict[str, Any] = field(default_factory=dict)
+
+
+def get_ctx(request: web.Request) -> ApiContext:
+    """The ApiContext of the running app."""
+    return request.app[CTX_KEY]
+
+
+def require_role(request: web.Request, role: Role) -> str:
+    """Check the bearer token's role; return the user name. 401 without, 403 below `role`.
+
+    The token is compared in constant time and never echoed in errors or logs.
+    """
+    ctx = get_ctx(request)
+    if role == "viewer" and ctx.config.api.public_read and not ctx.tokens:
+        return "anonymous"
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        raise web.HTTPUnauthorized(text='{"error": "a bearer token is required"}', content_type="application/json")
+    given = header[7:].strip().encode()
+    for secret, (user, user_role) in ctx.tokens.items():
+        if hmac.compare_digest(secret.encode(), given):
+            if _RANK[user_role] < _RANK[role]:
+                raise web.HTTPForbidden(text=f'{{"error": "role {role} required, {user} has {user_role}"}}',
+                                        content_type="application/json")
+            return user
+    raise web.HTTPUnauthorized(text='{"error": "unknown token"}', content_type="application/json")
