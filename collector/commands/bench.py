@@ -24,7 +24,7 @@ def register(sub: Any) -> None:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name == module:
+            if e.name and module.startswith(e.name):
                 continue
             raise
         bp = kinds.add_parser(name, help=(mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else None)
