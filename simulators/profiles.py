@@ -233,7 +233,7 @@ class Profile:
         sin_alt = math.sin(lat) * math.sin(decl) + math.cos(lat) * math.cos(decl) * math.cos(hour_angle)
         if sin_alt <= 0:
             return 0.0
-        clear = sin_alt ** 1.15
+        clear: float = sin_alt**1.15
         day = math.floor((t + self.utc_offset_h * 3600.0) / 86400.0)
         cloudiness = _unit01(self.seed, 31, day) ** 2  # most days fairly clear
         passing = 0.5 + 0.5 * _smooth_noise(self.seed, 32, t, 900.0)
