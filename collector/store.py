@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from core.config import ResolvedPoint
@@ -91,3 +92,70 @@ async def maintain(db: Database, now: Any, cfg: Any) -> bool:
 async def db_status(db: Database) -> Any:
     """Migration and backend status."""
     return await _maybe_await(find("db_status")(db))
+
+
+async def ping(db: Database) -> None:
+    """Raise `SinkError` unless the database answers a trivial query."""
+    fn = find("ping", required=False)
+    if fn is not None:
+        await _maybe_await(fn(db))
+        return
+    async with db.connection() as conn:
+        await conn.execute("SELECT 1")
+        await conn.rollback()
+
+
+def _point_row(p: ResolvedPoint, pid: int | None) -> dict[str, Any]:
+    return {"id": pid, "name": p.name, "source": p.source, "key": p.key, "device": p.device,
+            "subject": p.subject, "zone": p.zone, "unit": p.spec.unit, "kind": p.spec.kind,
+            "description": p.spec.description}
+
+
+async def point_index(ctx: Any) -> dict[str, int]:
+    """name -> id of every registered point (storage's table, else the running agent's map)."""
+    fn = find("point_ids", required=False)
+    if fn is not None:
+        return dict(await _maybe_await(fn(ctx.db)))
+    agent = ctx.features.get("agent")
+    if agent is not None and agent.point_ids:
+        return dict(agent.point_ids)
+    return await register_points(ctx.db, ctx.config.points)
+
+
+async def list_points(ctx: Any, *, limit: int, offset: int, **filters: str) -> tuple[int, list[dict[str, Any]]]:
+    """(total, page) of points matching zone/subject/device/source filters."""
+    fn = find("list_points", required=False)
+    if fn is not None:
+        res = await _maybe_await(fn(ctx.db, limit=limit, offset=offset, **filters))
+        total, rows = res
+        return int(total), [r if isinstance(r, dict) else _as_dict(r) for r in rows]
+    ids = await point_index(ctx)
+    pts = [p for p in ctx.config.points if all(getattr(p, k) == v for k, v in filters.items())]
+    return len(pts), [_point_row(p, ids.get(p.name)) for p in pts[offset:offset + limit]]
+
+
+def _as_dict(r: Any) -> dict[str, Any]:
+    if hasattr(r, "_asdict"):
+        return dict(r._asdict())
+    if hasattr(r, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(r)
+    return dict(r)
+
+
+async def readings(db: Database, point_ids: Sequence[int], start: Any, end: Any, step: str,
+                   limit: int) -> list[dict[str, Any]]:
+    """Rows {point_id, ts, value, quality | min, max, count} for the points in [start, end)."""
+    fn = find("query_readings")
+    rows = await _maybe_await(fn(db, list(point_ids), start, end, step=step, limit=limit))
+    out = []
+    for r in rows:
+        d = r if isinstance(r, dict) else _as_dict(r)
+        ts = d.get("ts")
+        if isinstance(ts, datetime):
+            d["ts"] = ts.isoformat()
+        if "quality" in d and d["quality"] is not None:
+            d["quality"] = int(d["quality"])
+        out.append(d)
+    return out
