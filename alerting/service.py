@@ -1,0 +1,404 @@
+"""The alerting service: `submit()` for detectors, `run()` for delivery, escalation, expiry.
+
+`submit(alerts)` applies the lifecycle (`alerting.lifecycle`) to every alert in ONE database
+transaction that also writes the outbox rows and the journal events; nothing is sent from
+there. `run()` delivers the outbox: it leases due rows per receiver (rows locked with
+`FOR UPDATE SKIP LOCKED` and a lease time, so two daemons on one database never send a row
+twice), sends them grouped by zone and device, marks them delivered or schedules a retry
+with exponential backoff. It also expires shelving, ends flapping, escalates unacknowledged
+alerts and re-sends firing alerts to Alertmanager every `resend_s`.
+
+While the database is unreachable, submitted alerts wait in a bounded in-memory backlog and
+are written when it returns (`stats.counters['backlog_dropped']` counts any overflow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from alerting import lifecycle
+from alerting.config import AlertingConfig, AlertmanagerReceiver, EmailReceiver, WebhookReceiver
+from alerting.receivers import AlertmanagerSender, DeliveryError, EmailSender, Sender, WebhookSender
+from core.config import GridWatchConfig
+from core.errors import ConfigError, ConfigIssue, GridWatchError, SinkUnavailable
+from core.interfaces import Journal
+from core.records import Alert, Event, Severity, utcnow
+from storage.alerts import AlertFilter, AlertRow, AlertStore, AlertTx, EventFilter, NewNotification, OutboxRow
+from storage.db import Database
+
+log = logging.getLogger("gridwatch.alerting")
+
+SECTION = "alerting"
+
+
+@dataclass
+class AlertingStats:
+    """Plain counters and gauges for the collector's metrics (read-only for others).
+
+    `counters`: fired, resolved, deduplicated, severity_changed, flapping_held, acked, shelved,
+    unshelved, escalated, resolved_unknown, backlog_dropped, loop_errors.
+    Per receiver: `delivered` / `failed` (notifications), `gave_up`, `pending`, `failed_rows`
+    (status failed in the outbox), `oldest_pending_age_s`, `last_error`, `last_success_at`.
+    """
+
+    counters: Counter[str] = field(default_factory=Counter)
+    delivered: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    gave_up: Counter[str] = field(default_factory=Counter)
+    pending: dict[str, int] = field(default_factory=dict)
+    failed_rows: dict[str, int] = field(default_factory=dict)
+    oldest_pending_age_s: dict[str, float] = field(default_factory=dict)
+    last_error: dict[str, str] = field(default_factory=dict)
+    last_success_at: dict[str, datetime] = field(default_factory=dict)
+    backlog: int = 0
+
+    def samples(self) -> list[tuple[str, dict[str, str], float]]:
+        """(metric name, labels, value) for a Prometheus exposition; names as in docs/alerting.md."""
+        out: list[tuple[str, dict[str, str], float]] = []
+        for k, v in sorted(self.counters.items()):
+            out.append(("gridwatch_alerting_transitions_total", {"kind": k}, float(v)))
+        for name, series in (("gridwatch_alerting_notifications_delivered_total", self.delivered),
+                             ("gridwatch_alerting_notifications_failed_total", self.failed),
+                             ("gridwatch_alerting_notifications_dropped_total", self.gave_up)):
+            for r, v in sorted(series.items()):
+                out.append((name, {"receiver": r}, float(v)))
+        for r, v in sorted(self.pending.items()):
+            out.append(("gridwatch_alerting_outbox_pending", {"receiver": r}, float(v)))
+            out.append(("gridwatch_alerting_outbox_oldest_age_seconds", {"receiver": r},
+                        self.oldest_pending_age_s.get(r, 0.0)))
+        out.append(("gridwatch_alerting_backlog", {}, float(self.backlog)))
+        return out
+
+
+def alerting_config(config: GridWatchConfig) -> AlertingConfig:
+    """The `[alerting]` section of `config` (validated by the collector through `SECTIONS`,
+    or here from a raw mapping, or the defaults when absent)."""
+    raw = config.sections.get(SECTION)
+    if isinstance(raw, AlertingConfig):
+        return raw
+    if raw is None:
+        return AlertingConfig.model_validate({})
+    try:
+        return AlertingConfig.model_validate(raw if isinstance(raw, dict) else raw.model_dump())
+    except Exception as e:
+        raise ConfigError([ConfigIssue(str(config.file), SECTION, str(e))]) from None
+
+
+SECTIONS = {SECTION: AlertingConfig}
+"""Config sections this package owns, for `core.config.load_config(..., sections=...)`."""
+
+
+def make_sender(r: AlertmanagerReceiver | WebhookReceiver | EmailReceiver, cfg: AlertingConfig,
+                instance: str) -> Sender:
+    """The sender for one configured receiver."""
+    if isinstance(r, AlertmanagerReceiver):
+        return AlertmanagerSender(r, cfg.generator_url, instance)
+    if isinstance(r, WebhookReceiver):
+        return WebhookSender(r)
+    return EmailSender(r)
+
+
+class AlertingService:
+    """Implements `core.interfaces.AlertSink` and `BackgroundService` (see module docstring)."""
+
+    def __init__(self, cfg: AlertingConfig, store: AlertStore, journal: Journal | None = None, *,
+                 clock: Callable[[], datetime] = utcnow, instance: str = "gridwatch",
+                 senders: Sequence[Sender] | None = None, backlog_max: int = 10_000) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.journal = journal
+        self.clock = clock
+        self.instance = instance
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.stats = AlertingStats()
+        self.receivers = [r for r in cfg.receivers if r.enabled]
+        self.senders: list[Sender] = list(senders) if senders is not None else [
+            make_sender(r, cfg, instance) for r in self.receivers]
+        self._wake = asyncio.Event()
+        self._backlog: deque[Alert] = deque(maxlen=backlog_max)
+        self._last_resend: dict[str, float] = {}
+        self._last_stats = 0.0
+        self._last_purge = 0.0
+        self._esc_receivers = set(cfg.escalation.receivers if cfg.escalation.receivers is not None else
+                                  [r.name for r in self.receivers if r.kind != "alertmanager"])
+
+    # -- AlertSink -------------------------------------------------------------------------
+
+    async def submit(self, alerts: Sequence[Alert]) -> None:
+        """Apply alerts in one transaction (state, outbox, journal). While the database is
+        unavailable they are kept in a bounded backlog and retried by `run()`."""
+        if not alerts:
+            return
+        try:
+            await self._submit(alerts)
+        except SinkUnavailable as e:
+            if len(self._backlog) + len(alerts) > (self._backlog.maxlen or 0):
+                self.stats.counters["backlog_dropped"] += len(self._backlog) + len(alerts) - (self._backlog.maxlen or 0)
+            self._backlog.extend(alerts)
+            self.stats.backlog = len(self._backlog)
+            log.warning("alerting: database unavailable, %d alert(s) kept in memory: %s", len(alerts), e)
+            return
+        self._wake.set()
+
+    async def _submit(self, alerts: Sequence[Alert]) -> None:
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            rows = await tx.lock_keys([a.key for a in alerts])
+            for a in alerts:
+                old = rows.get(a.key)
+                out = lifecycle.apply_alert(old, a, now, self.cfg)
+                for c in out.counters:
+                    self.stats.counters[c] += 1
+                if out.row is None:
+                    continue
+                rows[a.key] = await self._store(tx, old, out, now)
+
+    async def _store(self, tx: AlertTx, old: AlertRow | None, out: lifecycle.Outcome, now: datetime) -> AlertRow:
+        assert out.row is not None
+        row = await (tx.update(out.row) if old is not None else tx.insert(out.row))
+        prev = None
+        if old is not None and old.notified_state == "firing" and old.notified_severity != row.severity:
+            prev = old.notified_severity
+        notes: list[NewNotification] = []
+        gk = lifecycle.group_key(row, self.cfg)
+        for kind in out.notify:
+            payload = lifecycle.snapshot(row, kind, self.cfg, prev if kind == "firing" else None)
+            for r in self.receivers:
+                if row.severity < r.min_level:
+                    continue
+                if kind == "escalation" and r.name not in self._esc_receivers:
+                    continue
+                notes.append(NewNotification(row.id, r.name, kind, gk, payload, now))
+        await tx.enqueue(notes)
+        for ev in out.events:
+            details = dict(ev.details, alert_id=row.id)
+            await tx.record(Event(kind=ev.kind, source=ev.source, message=ev.message, ts=ev.ts, actor=ev.actor,
+                                  details=details))
+        return row
+
+    # -- operator actions ----------------------------------------------------------------
+
+    async def _operate(self, alert_id: int, fn: Callable[[AlertRow, datetime], lifecycle.Outcome]) -> AlertRow | None:
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            old = await tx.get_for_update(alert_id)
+            if old is None:
+                return None
+            out = fn(old, now)
+            for c in out.counters:
+                self.stats.counters[c] += 1
+            if out.row is None:
+                return old
+            row = await self._store(tx, old, out, now)
+        self._wake.set()
+        return row
+
+    async def acknowledge(self, alert_id: int, user: str, comment: str = "") -> AlertRow | None:
+        """Acknowledge alert `alert_id` (None when it does not exist)."""
+        return await self._operate(alert_id, lambda r, now: lifecycle.acknowledge(r, user, comment, now))
+
+    async def shelve(self, alert_id: int, user: str, reason: str, until: datetime) -> AlertRow | None:
+        """Shelve alert `alert_id` until `until` (aware UTC, in the future)."""
+        return await self._operate(alert_id, lambda r, now: lifecycle.shelve(r, user, reason, until, now))
+
+    async def unshelve(self, alert_id: int, user: str) -> AlertRow | None:
+        """End shelving of alert `alert_id` now; held notifications are sent."""
+        return await self._operate(alert_id, lambda r, now: lifecycle.unshelve(r, now, user))
+
+    # -- queries for the API ---------------------------------------------------------------
+
+    async def list_alerts(self, f: AlertFilter) -> list[AlertRow]:
+        """Alerts for the API."""
+        return await self.store.list_alerts(f)
+
+    async def get(self, alert_id: int) -> AlertRow | None:
+        """One alert."""
+        return await self.store.get(alert_id)
+
+    async def list_events(self, f: EventFilter) -> list[dict[str, Any]]:
+        """Journal events for the API."""
+        return await self.store.list_events(f)
+
+    async def deliveries(self, **filters: Any) -> dict[str, Any]:
+        """Delivery status per receiver plus the newest outbox rows."""
+        summary = {s.receiver: s for s in await self.store.summary()}
+        now = self.clock()
+        receivers = []
+        for r in self.cfg.receivers:
+            s = summary.get(r.name)
+            receivers.append({
+                "name": r.name, "kind": r.kind, "enabled": r.enabled,
+                "pending": s.pending if s else 0, "failed": s.failed if s else 0,
+                "delivered": s.delivered if s else 0,
+                "oldest_pending_age_s": (now - s.oldest_pending).total_seconds() if s and s.oldest_pending else 0.0,
+                "last_delivered_at": s.last_delivered_at.isoformat() if s and s.last_delivered_at else None,
+                "attempts_failed": self.stats.failed.get(r.name, 0),
+                "last_error": self.stats.last_error.get(r.name, ""),
+            })
+        rows = await self.store.list_deliveries(**filters)
+        return {"receivers": receivers, "backlog": len(self._backlog), "deliveries": rows}
+
+    # -- BackgroundService -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver, maintain and re-send until cancelled."""
+        loop = asyncio.get_running_loop()
+        await self._journal(f"alerting started: receivers {', '.join(r.name for r in self.receivers) or 'none'}")
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    await self.step(loop.time())
+                except asyncio.CancelledError:
+                    raise
+                except GridWatchError as e:
+                    self.stats.counters["loop_errors"] += 1
+                    log.warning("alerting: %s", e)
+                except Exception:
+                    self.stats.counters["loop_errors"] += 1
+                    log.exception("alerting: unexpected error in the delivery loop")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval_s)
+        finally:
+            for s in self.senders:
+                with contextlib.suppress(Exception):
+                    await s.close()
+
+    async def step(self, mono: float) -> None:
+        """One pass of the loop (tests call it directly)."""
+        if self._backlog:
+            batch = list(self._backlog)
+            await self._submit(batch)
+            for _ in batch:
+                self._backlog.popleft()
+            self.stats.backlog = len(self._backlog)
+        await self.maintain()
+        for s in self.senders:
+            while await self.deliver(s) >= self.cfg.batch_size:
+                pass
+        for s in self.senders:
+            if isinstance(s, AlertmanagerSender) and mono - self._last_resend.get(s.name, -1e18) >= s.cfg.resend_s:
+                self._last_resend[s.name] = mono
+                await self.resend(s)
+        if mono - self._last_stats >= 5.0:
+            self._last_stats = mono
+            await self.refresh_stats()
+        if mono - self._last_purge >= 3600.0:
+            self._last_purge = mono
+            await self.store.purge_outbox(self.clock() - timedelta(days=self.cfg.outbox_keep_days))
+
+    async def maintain(self) -> int:
+        """Expire shelving, end flapping, escalate; returns how many alerts changed."""
+        now = self.clock()
+        candidates = [r for r in await self.store.maintenance_rows()
+                      if lifecycle.maintain(r, now, self.cfg).row is not None]
+        if not candidates:
+            return 0
+        changed = 0
+        async with self.store.transaction() as tx:
+            for c in candidates:
+                old = await tx.get_for_update(c.id)
+                if old is None:
+                    continue
+                out = lifecycle.maintain(old, now, self.cfg)
+                if out.row is None:
+                    continue
+                for k in out.counters:
+                    self.stats.counters[k] += 1
+                await self._store(tx, old, out, now)
+                changed += 1
+        return changed
+
+    async def deliver(self, sender: Sender) -> int:
+        """Lease and send one batch for `sender`; returns the number of rows leased."""
+        now = self.clock()
+        rows = await self.store.lease(sender.name, self.owner, now, now + timedelta(seconds=self.cfg.lease_s),
+                                      self.cfg.batch_size)
+        if not rows:
+            return 0
+        groups: list[list[OutboxRow]] = []
+        if sender.grouped:
+            by: dict[str, list[OutboxRow]] = {}
+            for r in rows:
+                by.setdefault(r.group_key, []).append(r)
+            groups = list(by.values())
+        else:
+            groups = [rows]
+        for i, g in enumerate(groups):
+            ids = [r.id for r in g]
+            try:
+                await sender.send(g)
+            except DeliveryError as e:
+                self.stats.failed[sender.name] += len(g)
+                self.stats.last_error[sender.name] = str(e)
+                delay = self.cfg.retry.delay(max(r.attempts for r in g))
+                when = self.clock() + timedelta(seconds=delay)
+                gave_up = await self.store.mark_failed(ids, self.owner, when, str(e), self.cfg.retry.max_attempts)
+                if gave_up:
+                    self.stats.gave_up[sender.name] += gave_up
+                    await self._journal(f"{sender.name}: gave up {gave_up} notification(s) after "
+                                        f"{self.cfg.retry.max_attempts} attempts: {e}")
+                log.warning("alerting: delivery to %s failed (retry in %.1f s): %s", sender.name, delay, e)
+                if e.retryable:  # the receiver is down: do not try the other groups now
+                    rest = [r.id for later in groups[i + 1:] for r in later]
+                    if rest:
+                        await self.store.release(rest, self.owner, when)
+                    break
+                continue
+            await self.store.mark_delivered(ids, self.owner, self.clock())
+            self.stats.delivered[sender.name] += len(g)
+            self.stats.last_success_at[sender.name] = self.clock()
+        return len(rows)
+
+    async def resend(self, sender: AlertmanagerSender) -> None:
+        """Re-send every alert Alertmanager was told is firing (a failure only counts)."""
+        rows = [r for r in await self.store.firing_notified() if r.severity >= sender.cfg.min_level]
+        if not rows:
+            return
+        try:
+            await sender.resend(rows, lambda r: lifecycle.snapshot(r, "firing", self.cfg))
+        except DeliveryError as e:
+            self.stats.counters["resend_failed"] += 1
+            self.stats.last_error[sender.name] = str(e)
+
+    async def refresh_stats(self) -> None:
+        """Refresh the outbox gauges from the database."""
+        now = self.clock()
+        for s in await self.store.summary():
+            self.stats.pending[s.receiver] = s.pending
+            self.stats.failed_rows[s.receiver] = s.failed
+            self.stats.oldest_pending_age_s[s.receiver] = (
+                (now - s.oldest_pending).total_seconds() if s.oldest_pending else 0.0)
+        for r in self.receivers:
+            self.stats.pending.setdefault(r.name, 0)
+            self.stats.oldest_pending_age_s.setdefault(r.name, 0.0)
+
+    async def _journal(self, message: str) -> None:
+        ev = Event(kind="alert", source=lifecycle.SOURCE, message=message, ts=self.clock())
+        try:
+            if self.journal is not None:
+                await self.journal.record(ev)
+            else:
+                await self.store.record(ev)
+        except GridWatchError as e:
+            log.warning("alerting: cannot journal %r: %s", message, e)
+
+
+def build(config: GridWatchConfig, db: Database, journal: Journal, *,
+          clock: Callable[[], datetime] | None = None) -> AlertingService:
+    """The alerting service for a daemon (the Agent runs `run()` and hands it to detectors)."""
+    return AlertingService(alerting_config(config), AlertStore(db), journal, clock=clock or utcnow,
+                           instance=config.collector.instance)
+
+
+__all__ = ["SECTIONS", "AlertingService", "AlertingStats", "Severity", "alerting_config", "build"]
