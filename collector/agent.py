@@ -213,7 +213,7 @@ class Agent:
             await asyncio.to_thread(self.spool.open)
             if self.spool.torn_bytes_cut:
                 log.warning("spool: cut %d bytes of a torn tail", self.spool.torn_bytes_cut)
-            sink = self._sink or store.reading_writer(self.db)
+            sink = self._sink or store.reading_writer(self.db, write_timeout_s=self.config.storage.write_timeout_s)
             self.forwarder = Forwarder(
                 self.buffer, sink, self.spool, write_timeout_s=self.config.storage.write_timeout_s,
                 metrics=self.metrics, on_stored=self._on_stored,

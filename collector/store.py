@@ -18,9 +18,9 @@ from core.errors import GridWatchError
 from core.interfaces import Journal, Sink
 from storage.db import Database
 
-_MODULES = ("storage", "storage.migrations", "storage.migrate", "storage.writer", "storage.ingest",
-            "storage.points", "storage.queries", "storage.readings", "storage.journal", "storage.events",
-            "storage.rollups", "storage.maintenance", "storage.partitions", "storage.bench", "storage.status")
+_MODULES = ("storage", "storage.migrate", "storage.writer", "storage.points", "storage.maintenance",
+            "storage.queries", "storage.readings", "storage.archive", "storage.journal", "storage.events",
+            "storage.bench", "storage.ceiling", "storage.status", "storage.migrations", "storage.rollups")
 
 
 class StorageMissing(GridWatchError):
@@ -53,9 +53,10 @@ async def migrate(db: Database) -> Any:
     return await _maybe_await(find("migrate")(db))
 
 
-def reading_writer(db: Database) -> Sink:
+def reading_writer(db: Database, *, write_timeout_s: float | None = None) -> Sink:
     """The COPY writer for readings (idempotent per point and ts)."""
-    w: Sink = find("ReadingWriter")(db)
+    cls = find("ReadingWriter")
+    w: Sink = cls(db, write_timeout_s=write_timeout_s) if write_timeout_s else cls(db)
     return w
 
 
@@ -113,7 +114,7 @@ def _point_row(p: ResolvedPoint, pid: int | None) -> dict[str, Any]:
 
 async def point_index(ctx: Any) -> dict[str, int]:
     """name -> id of every registered point (storage's table, else the running agent's map)."""
-    fn = find("point_ids", required=False)
+    fn = find("point_ids_by_name", required=False)
     if fn is not None:
         return dict(await _maybe_await(fn(ctx.db)))
     agent = ctx.features.get("agent")
@@ -126,9 +127,13 @@ async def list_points(ctx: Any, *, limit: int, offset: int, **filters: str) -> t
     """(total, page) of points matching zone/subject/device/source filters."""
     fn = find("list_points", required=False)
     if fn is not None:
-        res = await _maybe_await(fn(ctx.db, limit=limit, offset=offset, **filters))
-        total, rows = res
-        return int(total), [r if isinstance(r, dict) else _as_dict(r) for r in rows]
+        rows = list(await _maybe_await(fn(ctx.db, **filters)))
+        page = [r if isinstance(r, dict) else _as_dict(r) for r in rows[offset:offset + limit]]
+        for d in page:
+            for k, v in list(d.items()):
+                if isinstance(v, datetime):
+                    d[k] = v.isoformat()
+        return len(rows), page
     ids = await point_index(ctx)
     pts = [p for p in ctx.config.points if all(getattr(p, k) == v for k, v in filters.items())]
     return len(pts), [_point_row(p, ids.get(p.name)) for p in pts[offset:offset + limit]]
