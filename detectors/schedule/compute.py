@@ -113,7 +113,7 @@ def _judge(plan: float | None, actual: float, completeness: float, band: float |
     dev = projected - plan
     pct = dev / abs(plan) * 100.0 if abs(plan) > 1e-9 else None
     if verdict == "ok":
-        if quota and projected > plan + 1e-9:
+        if quota and projected > plan + config.quota_tolerance_mwh:
             verdict = "above_quota"
         elif band is not None and abs(dev) > band + 1e-9:
             verdict = "deviation"

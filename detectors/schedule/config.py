@@ -106,6 +106,9 @@ class ScheduleConfig(_Model):
     """An hour is closed (final verdict) this long after its end, to let the last reading in."""
     recompute_days: int = Field(2, ge=0, le=31)
     """Late data older than this many days is journaled but not recomputed automatically."""
+    quota_tolerance_mwh: float = Field(0.001, ge=0)
+    """A miner is above its purchased volume when it consumes more than volume + this (metering
+    resolution, 1 kWh by default)."""
     zone_miner_quota_mwh: dict[str, float] = Field(default_factory=dict)
     """Hourly quota of the miners' total consumption per zone."""
     subjects: list[SubjectConfig] = Field(default_factory=list)

@@ -1,0 +1,250 @@
+"""Online (streaming) univariate anomaly detectors used for NAB evaluation and per-point scoring.
+
+Every detector here is causal by construction: it is an object with state that is fed rows in
+time order (`update(value, t)` one at a time, or `score(values, times)` for a causal chunk,
+which just loops) and a row's score depends only on that row and the rows fed before it.
+Nothing reads ahead; no file length, global min/max or label is ever seen.
+
+The default detector (`ensemble`) combines
+  * context novelty (contextOSE-like): the value is quantised into a few levels over the
+    running range, and the score is the fraction of recent level sequences ("context words")
+    of orders 1..K never seen before;
+  * forecast residuals: |x - EWMA| / EW std, turned into a tail probability;
+  * relative entropy of the recent level histogram against the long-run histogram;
+each component normalised by an HTM-style anomaly likelihood (short-window mean of the raw
+score against the long-window mean/std, Gaussian tail), combined by max, then an emission with
+spike suppression: after a high score the output is held at 0 for `rest` rows, because NAB
+rewards the earliest detection in a window and penalises every later false positive.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+_SQRT2 = math.sqrt(2.0)
+
+
+def tail_prob(z: float) -> float:
+    """P(Z > z) of a standard normal."""
+    return 0.5 * math.erfc(z / _SQRT2)
+
+
+class RunningRange:
+    """Running min/max of the values seen so far, with a small margin; quantises into levels."""
+
+    def __init__(self, levels: int) -> None:
+        self.levels = levels
+        self.lo = math.inf
+        self.hi = -math.inf
+
+    def level(self, x: float) -> int:
+        if x < self.lo:
+            self.lo = x
+        if x > self.hi:
+            self.hi = x
+        span = self.hi - self.lo
+        if span <= 0:
+            return 0
+        q = int((x - self.lo) / span * self.levels)
+        return min(q, self.levels - 1)
+
+
+class ContextNovelty:
+    """Fraction of context words (level sequences of orders 1..max_order) never seen before."""
+
+    def __init__(self, levels: int = 8, max_order: int = 5) -> None:
+        self.range = RunningRange(levels)
+        self.max_order = max_order
+        self.hist: deque[int] = deque(maxlen=max_order + 1)
+        self.seen: set[tuple[int, ...]] = set()
+
+    def update(self, x: float) -> float:
+        self.hist.append(self.range.level(x))
+        h = tuple(self.hist)
+        novel = 0
+        total = 0
+        for k in range(1, self.max_order + 1):
+            if len(h) < k + 1:
+                break
+            word = (k, *h[-(k + 1):])
+            total += 1
+            if word not in self.seen:
+                self.seen.add(word)
+                novel += 1
+        return novel / total if total else 0.0
+
+
+class EwResidual:
+    """|x - EWMA| in units of the EW standard deviation of the residuals, as a tail score."""
+
+    def __init__(self, alpha: float = 0.05, var_alpha: float = 0.01) -> None:
+        self.alpha = alpha
+        self.var_alpha = var_alpha
+        self.mu: float | None = None
+        self.var = 0.0
+        self.n = 0
+
+    def update(self, x: float) -> float:
+        if self.mu is None:
+            self.mu = x
+            return 0.0
+        r = x - self.mu
+        self.n += 1
+        sd = math.sqrt(self.var)
+        z = abs(r) / sd if sd > 1e-12 else (0.0 if abs(r) < 1e-12 else 6.0)
+        self.var = (1 - self.var_alpha) * self.var + self.var_alpha * r * r if self.n > 1 else r * r
+        self.mu += self.alpha * r
+        return 1.0 - 2.0 * tail_prob(min(z, 8.0))
+
+
+class RelativeEntropy:
+    """KL divergence of the last `short` rows' level histogram from the long-run histogram."""
+
+    def __init__(self, levels: int = 10, short: int = 52) -> None:
+        self.range = RunningRange(levels)
+        self.levels = levels
+        self.short: deque[int] = deque(maxlen=short)
+        self.long = np.ones(levels)
+
+    def update(self, x: float) -> float:
+        q = self.range.level(x)
+        self.short.append(q)
+        self.long[q] += 1
+        if len(self.short) < self.short.maxlen:  # type: ignore[operator]
+            return 0.0
+        p = np.bincount(np.fromiter(self.short, dtype=np.int64), minlength=self.levels) + 0.5
+        p = p / p.sum()
+        ql = self.long / self.long.sum()
+        kl = float(np.sum(p * np.log(p / ql)))
+        return 1.0 - math.exp(-kl)
+
+
+class Likelihood:
+    """HTM-style anomaly likelihood of a raw score stream.
+
+    The mean of the raw score over the last `short` rows is compared with the mean/std of the
+    raw score over the last `long` rows; the result is 1 - tail probability, log-scaled so
+    that 0.5 means "unremarkable" and values near 1 are rare.
+    """
+
+    def __init__(self, short: int = 10, long: int = 2000, warmup: int = 300) -> None:
+        self.short: deque[float] = deque(maxlen=short)
+        self.long: deque[float] = deque(maxlen=long)
+        self.s_sum = 0.0
+        self.l_sum = 0.0
+        self.l_sq = 0.0
+        self.warmup = warmup
+        self.n = 0
+
+    def update(self, raw: float) -> float:
+        if len(self.short) == self.short.maxlen:
+            self.s_sum -= self.short[0]
+        self.short.append(raw)
+        self.s_sum += raw
+        if len(self.long) == self.long.maxlen:
+            old = self.long[0]
+            self.l_sum -= old
+            self.l_sq -= old * old
+        self.long.append(raw)
+        self.l_sum += raw
+        self.l_sq += raw * raw
+        self.n += 1
+        if self.n < self.warmup:
+            return 0.5
+        m = len(self.long)
+        mean = self.l_sum / m
+        var = max(self.l_sq / m - mean * mean, 0.0)
+        sd = max(math.sqrt(var), 1e-4)
+        short_mean = self.s_sum / len(self.short)
+        lik = 1.0 - tail_prob((short_mean - mean) / sd)
+        return lik
+
+
+def log_scale(lik: float) -> float:
+    """Map a likelihood to [0, 1] on a log scale (NAB/HTM's computeLogLikelihood)."""
+    return min(1.0, max(0.0, math.log(1.0000000001 - lik) / -23.02585084720009))
+
+
+@dataclass
+class EnsembleParams:
+    """Method parameters of the ensemble (chosen on the dev corpus, not per file)."""
+
+    levels: int = 8
+    max_order: int = 5
+    ew_alpha: float = 0.05
+    ew_var_alpha: float = 0.01
+    re_levels: int = 10
+    re_short: int = 52
+    lik_short: int = 10
+    lik_long: int = 2000
+    warmup: int = 300
+    cn_weight: float = 1.0
+    use_cn: bool = True
+    use_ew: bool = True
+    use_re: bool = False
+    combine: str = "max"
+    rest: int = 150
+    rest_threshold: float = 0.5
+    likelihood: bool = True
+    components: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Ensemble:
+    """Causal ensemble detector (see the module docstring); `update(x) -> score in [0, 1]`."""
+
+    def __init__(self, params: EnsembleParams | None = None) -> None:
+        p = params or EnsembleParams()
+        self.p = p
+        self.parts: list[tuple[Callable[[float], float], Likelihood]] = []
+        if p.use_cn:
+            self.parts.append((ContextNovelty(p.levels, p.max_order).update,
+                               Likelihood(p.lik_short, p.lik_long, p.warmup)))
+        if p.use_ew:
+            self.parts.append((EwResidual(p.ew_alpha, p.ew_var_alpha).update,
+                               Likelihood(p.lik_short, p.lik_long, p.warmup)))
+        if p.use_re:
+            self.parts.append((RelativeEntropy(p.re_levels, p.re_short).update,
+                               Likelihood(p.lik_short, p.lik_long, p.warmup)))
+        self.quiet = 0
+        self.raw_last: list[float] = []
+
+    def update(self, x: float) -> float:
+        vals = []
+        raws = []
+        for raw_fn, lik in self.parts:
+            r = raw_fn(x)
+            raws.append(r)
+            vals.append(log_scale(lik.update(r)) if self.p.likelihood else r)
+        self.raw_last = raws
+        if not vals:
+            return 0.0
+        s = max(vals) if self.p.combine == "max" else sum(vals) / len(vals)
+        if self.quiet > 0:
+            self.quiet -= 1
+            return 0.0
+        if s >= self.p.rest_threshold:
+            self.quiet = self.p.rest
+        return s
+
+    def score(self, values: Sequence[float] | FloatArray) -> FloatArray:
+        """Score a causal chunk (rows in time order, after every row fed before)."""
+        out = np.empty(len(values), dtype=np.float64)
+        upd = self.update
+        for i, v in enumerate(values):
+            out[i] = upd(float(v))
+        return out
+
+
+DETECTORS: dict[str, Callable[[], Ensemble]] = {
+    "ensemble": lambda: Ensemble(),
+    "context": lambda: Ensemble(EnsembleParams(use_ew=False)),
+    "residual": lambda: Ensemble(EnsembleParams(use_cn=False)),
+}
