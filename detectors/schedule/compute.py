@@ -90,14 +90,42 @@ def subject_actual(subject: SubjectConfig, energies: Mapping[str, PointEnergy | 
     return direction(subject) * net, cover
 
 
+def plan_fraction(covered: float, prev: float | None, cur: float, nxt: float | None) -> float:
+    """Share of the hour's planned energy expected in its first `covered` fraction.
+
+    The plan's power is taken as a curve through the hourly values at the hours' midpoints
+    (previous, this, next hour), so ramps in the plan shape the expectation; a flat plan (or
+    one that cannot be shaped) gives `covered` itself.
+    """
+    if covered <= 0:
+        return 0.0
+    if covered >= 1:
+        return 1.0
+    p0 = cur if prev is None else prev
+    p2 = cur if nxt is None else nxt
+
+    def p(x: float) -> float:
+        return p0 + (cur - p0) * (x + 0.5) if x < 0.5 else cur + (p2 - cur) * (x - 0.5)
+
+    n = 120
+    total = sum(p((k + 0.5) / n) for k in range(n)) / n
+    m = max(1, round(covered * n))
+    part = sum(p((k + 0.5) / n) for k in range(m)) / n * (covered * n / m)
+    if total <= 1e-9 or part <= 1e-9 or min(p0, cur, p2) < 0:
+        return covered
+    return min(1.0, part / total)
+
+
 def _judge(plan: float | None, actual: float, completeness: float, band: float | None, *, final: bool,
-           elapsed_ok: bool, config: ScheduleConfig, quota: bool) -> tuple[float | None, float | None, float | None,
-                                                                         str]:
+           elapsed_ok: bool, config: ScheduleConfig, quota: bool, expected_fraction: float | None = None,
+           projected_override: float | None = None) -> tuple[float | None, float | None, float | None, str]:
     """(projected, deviation, deviation %, verdict)."""
     if final:
         projected: float | None = actual
+    elif projected_override is not None:
+        projected = projected_override
     elif completeness > 0:
-        projected = actual / completeness
+        projected = actual / (expected_fraction or completeness)
     else:
         projected = None
     if final and completeness < config.min_completeness:
@@ -113,7 +141,7 @@ def _judge(plan: float | None, actual: float, completeness: float, band: float |
     dev = projected - plan
     pct = dev / abs(plan) * 100.0 if abs(plan) > 1e-9 else None
     if verdict == "ok":
-        if quota and projected > plan + config.quota_tolerance_mwh:
+        if quota and projected > plan + (config.quota_tolerance_mwh if final else (band or 0.0)):
             verdict = "above_quota"
         elif band is not None and abs(dev) > band + 1e-9:
             verdict = "deviation"
@@ -122,11 +150,14 @@ def _judge(plan: float | None, actual: float, completeness: float, band: float |
 
 def compute_hour(config: ScheduleConfig, hour: OperatingHour, now: datetime,
                  energies: Mapping[str, PointEnergy | None],
-                 plans: Mapping[str, tuple[float, int]], *, final: bool) -> list[HourResult]:
+                 plans: Mapping[str, tuple[float, int]], *, final: bool,
+                 prev_plans: Mapping[str, tuple[float, int]] | None = None,
+                 next_plans: Mapping[str, tuple[float, int]] | None = None) -> list[HourResult]:
     """Results of every subject and zone for `hour`.
 
     `energies` maps point name to its measurement; `plans` maps subject name to
-    (planned MWh, plan version). `now` decides how much of an open hour has elapsed.
+    (planned MWh, plan version); `prev_plans` / `next_plans` (the neighbouring hours) shape
+    the projection of an open hour. `now` decides how much of an open hour has elapsed.
     """
     elapsed_s = max(0.0, min((now - hour.start).total_seconds(), (hour.end - hour.start).total_seconds()))
     span_s = (hour.end - hour.start).total_seconds()
@@ -142,8 +173,13 @@ def compute_hour(config: ScheduleConfig, hour: OperatingHour, now: datetime,
         plan = plan_t[0] if plan_t else None
         band = config.band(plan, s) if plan is not None else None
         elapsed_ok = completeness * span_s >= ew.min_elapsed_min * 60.0 - 1e-6 and elapsed_s > 0
+        frac = None
+        if plan is not None and not final:
+            pv, nv = (prev_plans or {}).get(s.name), (next_plans or {}).get(s.name)
+            frac = plan_fraction(completeness, pv[0] if pv else None, plan, nv[0] if nv else None)
         projected, dev, pct, verdict = _judge(plan, actual, completeness, band, final=final,
-                                              elapsed_ok=elapsed_ok, config=config, quota=s.kind == "miner")
+                                              elapsed_ok=elapsed_ok, config=config, quota=s.kind == "miner",
+                                              expected_fraction=frac)
         out.append(HourResult(s.name, "subject", s.zone, hour, plan, actual, projected, dev, pct, band,
                               completeness, verdict, final, plan_t[1] if plan_t else None))
         d = direction(s)
@@ -164,6 +200,7 @@ def compute_hour(config: ScheduleConfig, hour: OperatingHour, now: datetime,
             macc["actual"] += actual
             macc["projected"] += projected if projected is not None else 0.0
             macc["plan"] += plan or 0.0
+            macc["band"] += band or 0.0
             macc["cover"] = min(macc["cover"], completeness)
             macc["n"] += 1
     for zname in (*ZONES, JOINT_ZONE):
@@ -174,7 +211,8 @@ def compute_hour(config: ScheduleConfig, hour: OperatingHour, now: datetime,
         completeness = zacc["cover"]
         elapsed_ok = completeness * span_s >= ew.min_elapsed_min * 60.0 - 1e-6 and elapsed_s > 0
         projected_z, dev, pct, verdict = _judge(plan_z, zacc["actual"], completeness, zacc["band"], final=final,
-                                                elapsed_ok=elapsed_ok, config=config, quota=False)
+                                                elapsed_ok=elapsed_ok, config=config, quota=False,
+                                                projected_override=zacc["projected"] if completeness > 0 else None)
         zone = zname if zname in ZONES else JOINT_ZONE
         out.append(HourResult(zname, "zone", zone, hour, plan_z, zacc["actual"], projected_z, dev, pct,
                               zacc["band"], completeness, verdict, final))
@@ -185,10 +223,11 @@ def compute_hour(config: ScheduleConfig, hour: OperatingHour, now: datetime,
         quota = config.zone_miner_quota_mwh.get(zname, mz["plan"])
         completeness = mz["cover"]
         elapsed_ok = completeness * span_s >= ew.min_elapsed_min * 60.0 - 1e-6 and elapsed_s > 0
-        projected_m, dev, pct, verdict = _judge(quota, mz["actual"], completeness, 0.0, final=final,
-                                                elapsed_ok=elapsed_ok, config=config, quota=True)
+        projected_m, dev, pct, verdict = _judge(quota, mz["actual"], completeness, mz["band"], final=final,
+                                                elapsed_ok=elapsed_ok, config=config, quota=True,
+                                                projected_override=mz["projected"] if completeness > 0 else None)
         out.append(HourResult(f"miners:{zname}", "miners", zname, hour, quota, mz["actual"], projected_m, dev,
-                              pct, 0.0, completeness, verdict, final))
+                              pct, mz["band"], completeness, verdict, final))
     return out
 
 

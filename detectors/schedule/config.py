@@ -80,7 +80,7 @@ class EarlyWarning(_Model):
     """When a projection out of the band raises a warning during the hour."""
 
     enabled: bool = True
-    min_elapsed_min: float = Field(15.0, ge=0, le=60)
+    min_elapsed_min: float = Field(30.0, ge=0, le=60)
     """Do not warn before this much of the hour is covered by data (projections are noisy)."""
     severity: Literal["info", "warning", "minor", "major", "critical"] = "warning"
     final_severity: Literal["info", "warning", "minor", "major", "critical"] = "minor"

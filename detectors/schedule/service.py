@@ -181,7 +181,11 @@ class ScheduleService:
             got = pe.get(pid)
             energies[name] = PointEnergy(got[0], got[1]) if got else None
         plans = await self.store.plans_at(hour.start)
-        return compute_hour(self.config, hour, now, energies, plans, final=final)
+        if final:
+            return compute_hour(self.config, hour, now, energies, plans, final=True)
+        prev = await self.store.plans_at(hour_of(hour.start - timedelta(microseconds=1), self.tz).start)
+        nxt = await self.store.plans_at(hour.end)
+        return compute_hour(self.config, hour, now, energies, plans, final=False, prev_plans=prev, next_plans=nxt)
 
     async def _finalize(self, hour: OperatingHour, now: datetime, *, journal_changes: bool) -> list[HourResult]:
         results = await self.compute(hour, now, final=True)
