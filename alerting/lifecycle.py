@@ -89,7 +89,8 @@ def _notified(row: AlertRow, kinds: list[str]) -> AlertRow:
 def apply_alert(row: AlertRow | None, alert: Alert, now: datetime, cfg: AlertingConfig) -> Outcome:
     """Apply one detector alert to the current row of its key."""
     events: list[Event] = []
-    ctx: dict[str, Any] = {"summary": alert.summary, "evidence": dict(alert.evidence), "recommendation": alert.recommendation}
+    ctx: dict[str, Any] = {"summary": alert.summary, "evidence": dict(alert.evidence),
+                           "recommendation": alert.recommendation}
     if row is None:
         if not alert.firing:
             return Outcome(None, counters=["resolved_unknown"])
