@@ -13,6 +13,7 @@ Keys: `<group>/<edge>/<metric>` (node metrics) and `<group>/<edge>/<device>/<met
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -445,6 +446,9 @@ class SparkplugDecoder:
             x = numeric(m)
             if x is None:
                 self.health.count("sparkplug_non_numeric")
+                continue
+            if not math.isfinite(x):
+                problems.append(Problem("value", f"metrics[{i}] ({name}): not finite"))
                 continue
             key = prefix + name
             node.last[key] = x

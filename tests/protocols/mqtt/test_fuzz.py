@@ -1,0 +1,77 @@
+"""Malformed-payload fuzzing: the driver's decode path never raises; every bad message is
+counted once as decode_errors and dead-lettered once with a reason."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.records import RawSample
+from protocols.mqtt.sparkplug import DOUBLE, Metric, Payload, encode_payload
+from tests.protocols.mqtt.support import make_driver
+
+TOPICS = [
+    {"pattern": "amr/+meter/readings"},
+    {"pattern": "amr/headend/+he/batch", "json": {"readings": "readings", "timestamp": "$.ts",
+                                                  "ids": {"meter": "meter"}, "fields": {"p": {}, "v": {"scale": 2}}}},
+    {"pattern": "spBv1.0/#", "format": "sparkplug"},
+]
+TOPIC_NAMES = ["amr/m1/readings", "amr/headend/h1/batch", "spBv1.0/g/NDATA/e1", "spBv1.0/g/DDATA/e1/d1",
+               "spBv1.0/g/NBIRTH/e1", "spBv1.0/g/DBIRTH/e1/d1", "spBv1.0/g/NDEATH/e1", "other/topic"]
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["ts", "p", "v", "meter", "readings", "x"]) | st.text(max_size=5), inner, max_size=5),
+    max_leaves=20)
+metrics = st.builds(Metric, name=st.none() | st.text(max_size=8), alias=st.none() | st.integers(0, 2**64 - 1),
+                    timestamp=st.none() | st.integers(0, 2**64 - 1), datatype=st.none() | st.integers(0, 20),
+                    value=st.none() | st.floats() | st.integers(-(2**63), 2**63 - 1) | st.booleans() | st.text(max_size=5))
+sparkplug_payloads = st.builds(Payload, timestamp=st.none() | st.integers(0, 2**64 - 1),
+                               seq=st.none() | st.integers(0, 2**64 - 1), metrics=st.lists(metrics, max_size=4))
+
+
+def _payloads() -> st.SearchStrategy[bytes]:
+    def enc_sp(p: Payload) -> bytes:
+        try:
+            return encode_payload(p)
+        except (TypeError, ValueError, OverflowError):
+            return b"\x00"
+    return (st.binary(max_size=200)
+            | json_values.map(lambda v: json.dumps(v).encode())
+            | sparkplug_payloads.map(enc_sp)
+            | st.binary(max_size=50).map(lambda b: encode_payload(Payload(seq=0, metrics=[
+                Metric(name="p", alias=1, datatype=DOUBLE, value=1.0)])) + b))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(TOPIC_NAMES) | st.text(max_size=20), _payloads()), min_size=1,
+                max_size=8))
+def test_decode_never_raises_and_counts_every_bad_message(msgs: list[tuple[str, bytes]]) -> None:
+    dead: list[tuple[str, str, bytes]] = []
+    drv = make_driver(1, TOPICS, dead=dead)
+    out: list[RawSample] = []
+    for topic, payload in msgs:
+        before = len(dead)
+        drv._decode(topic, payload, out)
+        assert len(dead) - before in (0, 1)
+        if len(dead) > before:
+            src, reason, kept = dead[-1]
+            assert src == "amr" and kept == payload and reason.startswith(topic if topic else "")
+            assert ": " in reason
+    h = drv.health.counters
+    assert h["decode_errors"] == len(dead)
+    assert h["decode_errors:internal"] == 0, [d[1] for d in dead if "decoder failed" in d[1]]
+    assert sum(v for k, v in h.items() if k.startswith("decode_errors:")) >= len(dead)
+    for s in out:
+        assert isinstance(s.value, float) and math.isfinite(s.value) and s.key
+
+
+def test_invalid_utf8_topic_is_dead_lettered() -> None:
+    dead: list[tuple[str, str, bytes]] = []
+    drv = make_driver(1, TOPICS, dead=dead)
+    drv._decode(None, b"{}", [])
+    assert dead and "topic: not valid UTF-8" in dead[0][1]
