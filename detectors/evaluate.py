@@ -199,7 +199,7 @@ class FaultDetector:
     median interval (a stale period, flagged on the first row after it).
     """
 
-    def __init__(self, detector: str = "residual", threshold: float = 0.5, frozen: int = 4,
+    def __init__(self, detector: str = "zscore", threshold: float = 0.9999, frozen: int = 4,
                  gap_factor: float = 2.5) -> None:
         self.stream = DETECTORS[detector]()
         self.threshold = threshold
@@ -223,7 +223,8 @@ class FaultDetector:
 
 
 def evaluate_faults(labels: Sequence[FaultLabel], readings: dict[str, tuple[list[datetime], FloatArray]], *,
-                    detector: str = "residual", threshold: float = 0.5, grace_intervals: float = 2.0) -> FaultReport:
+                    detector: str = "zscore", threshold: float = 0.9999,
+                    grace_intervals: float = 2.0) -> FaultReport:
     """Match detections (rising edges of flagged runs) to labelled faults per point."""
     by_point: dict[str, list[FaultLabel]] = defaultdict(list)
     for lab in labels:

@@ -247,4 +247,6 @@ DETECTORS: dict[str, Callable[[], Ensemble]] = {
     "ensemble": lambda: Ensemble(),
     "context": lambda: Ensemble(EnsembleParams(use_ew=False)),
     "residual": lambda: Ensemble(EnsembleParams(use_cn=False)),
+    # Raw EW residual tail score, no likelihood, no suppression: for fault scoring.
+    "zscore": lambda: Ensemble(EnsembleParams(use_cn=False, likelihood=False, rest=0, rest_threshold=2.0)),
 }

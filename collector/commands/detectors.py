@@ -20,10 +20,10 @@ def register(sub: Any) -> None:
     ev.add_argument("--windows", type=Path, help="NAB windows JSON (combined_windows.json)")
     ev.add_argument("--emit", type=Path, help="write <DIR>/<category>/<file>.csv with anomaly_score per row")
     ev.add_argument("--detector", default=None, help="stream detector name (default: ensemble for NAB, "
-                                                     "residual for faults)")
+                                                     "zscore for faults)")
     ev.add_argument("--labels", type=Path, help="fault labels, JSON lines {point,start,end,kind}")
     ev.add_argument("--readings", type=Path, help="readings CSV (point,ts,value) for --labels")
-    ev.add_argument("--threshold", type=float, default=0.5, help="score threshold for fault detections")
+    ev.add_argument("--threshold", type=float, default=0.9999, help="score threshold for fault detections")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
     ev.set_defaults(handler=evaluate)
 
@@ -42,7 +42,7 @@ def evaluate(args: argparse.Namespace) -> int:
                 print("--labels and --readings go together", file=sys.stderr)
                 return 2
             rep = evaluate_faults(read_labels(args.labels), read_readings(args.readings),
-                                  detector=args.detector or "residual", threshold=args.threshold)
+                                  detector=args.detector or "zscore", threshold=args.threshold)
             print(json.dumps(rep.as_dict(), indent=2) if args.json else rep.as_text())
             return 0
         if args.data is None or args.windows is None:
