@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from core.config import LimitSpec, PointSpec, ResolvedPoint
+from core.config import PointSpec, ResolvedPoint
 from core.records import Quality, Reading
 
 from .config import DetectorsConfig
@@ -65,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t
     print(f"ml scoring (arrays): {total} readings in {dt:.2f} s = {total / dt:,.0f} readings/s")
 
-    points = {pid: ResolvedPoint(spec=PointSpec(name=f"p{pid}", unit="kW", interval_s=900,
-                                                 limits=LimitSpec(hi=1e9, lo=-1e9, deadband=1)),
+    spec = PointSpec.model_validate({"name": "p", "unit": "kW", "interval_s": 900,
+                                     "limits": {"hi": 1e9, "lo": -1e9, "deadband": 1}})
+    points = {pid: ResolvedPoint(spec=spec,
                                  name=f"p{pid}", key=f"p{pid}", source="bench", device=f"d{pid // 3}",
                                  subject="", zone="", options=None)
               for pid in range(1, args.points + 1)}
