@@ -253,6 +253,19 @@ class Spool:
         length, _crc = _FRAME.unpack_from(frame, 0)
         return rec, decode(frame[_FRAME.size:_FRAME.size + length])
 
+    def pending(self) -> list[list[Reading]]:
+        """Every record not yet released, decoded, oldest first (inspection; nothing changes)."""
+        with self._lock:
+            recs = list(self._records)
+        out = []
+        for rec in recs:
+            with self._seg_path(rec.segment).open("rb") as f:
+                f.seek(rec.offset)
+                frame = f.read(rec.size)
+            length, _crc = _FRAME.unpack_from(frame, 0)
+            out.append(decode(frame[_FRAME.size:_FRAME.size + length]))
+        return out
+
     def commit(self, rec: SpoolRecord) -> None:
         """Release `rec` (it was written to the database); remove its segment when done."""
         with self._lock:

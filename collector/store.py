@@ -149,18 +149,29 @@ def _as_dict(r: Any) -> dict[str, Any]:
     return dict(r)
 
 
-async def readings(db: Database, point_ids: Sequence[int], start: Any, end: Any, step: str,
-                   limit: int) -> list[dict[str, Any]]:
-    """Rows {point_id, ts, value, quality | min, max, count} for the points in [start, end)."""
-    fn = find("query_readings")
-    rows = await _maybe_await(fn(db, list(point_ids), start, end, step=step, limit=limit))
+def choose_step(start: datetime, end: datetime, step: str) -> str:
+    """The step storage uses for this range (`auto` resolved); ValueError for a bad step."""
+    fn = find("choose_step")
+    return str(fn(start, end, step))
+
+
+_RAW_FIELDS = ("ts", "value", "quality")
+_AGG_FIELDS = ("ts", "value", "min", "max", "first", "last", "count", "delta", "increase")
+
+
+async def readings(db: Database, point_ids: Sequence[int], start: datetime, end: datetime, step: str,
+                   limit: int) -> tuple[str, list[dict[str, Any]]]:
+    """(chosen step, rows) for the points in [start, end): raw {point_id, ts, value, quality} or
+    aggregate {point_id, ts, value (avg), min, max, first, last, count, delta, increase}."""
+    chosen = choose_step(start, end, step)
+    rows = await _maybe_await(find("query_readings")(db, list(point_ids), start, end, chosen))
+    fields = _RAW_FIELDS if chosen == "raw" else _AGG_FIELDS
     out = []
-    for r in rows:
+    for r in rows[:limit]:
         d = r if isinstance(r, dict) else _as_dict(r)
-        ts = d.get("ts")
-        if isinstance(ts, datetime):
-            d["ts"] = ts.isoformat()
-        if "quality" in d and d["quality"] is not None:
-            d["quality"] = int(d["quality"])
-        out.append(d)
-    return out
+        item: dict[str, Any] = {"point_id": d["point_id"]}
+        for f in fields:
+            v = d.get(f)
+            item[f] = v.isoformat() if isinstance(v, datetime) else v
+        out.append(item)
+    return chosen, out

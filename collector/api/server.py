@@ -92,20 +92,6 @@ def parse_int(request: web.Request, name: str, default: int, lo: int, hi: int) -
     return v
 
 
-def choose_step(step: str, start: datetime, end: datetime) -> str:
-    """`auto` picks raw up to 2 days, 15m up to 31 days, 1h up to a year, else 1d."""
-    if step != "auto":
-        return step
-    span = end - start
-    if span <= timedelta(days=2):
-        return "raw"
-    if span <= timedelta(days=31):
-        return "15m"
-    if span <= timedelta(days=366):
-        return "1h"
-    return "1d"
-
-
 # ---------------------------------------------------------------- handlers
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers."""
@@ -192,16 +178,15 @@ async def readings(request: web.Request) -> web.StreamResponse:
         raise bad_request(f"parameter 'format': {fmt!r} is not json or csv")
     limit = parse_int(request, "limit", 100_000, 1, 1_000_000)
     pts = await _resolve_points(ctx, refs)
-    chosen = choose_step(step, start, end)
-    rows = await store.readings(ctx.db, [p for p, _ in pts], start, end, chosen, limit)
+    chosen, rows = await store.readings(ctx.db, [p for p, _ in pts], start, end, step, limit)
     names = dict(pts)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["point", "point_id", "ts", "value", "quality", "min", "max", "count"])
+        cols = [k for k in (rows[0] if rows else {"point_id": 0, "ts": 0, "value": 0}) if k != "point_id"]
+        w.writerow(["point", "point_id", *cols])
         for r in rows:
-            w.writerow([names.get(r["point_id"], ""), r["point_id"], r["ts"], r["value"], r.get("quality", ""),
-                        r.get("min", ""), r.get("max", ""), r.get("count", "")])
+            w.writerow([names.get(r["point_id"], ""), r["point_id"], *("" if r[c] is None else r[c] for c in cols)])
         return web.Response(text=buf.getvalue(), content_type="text/csv")
     series: dict[int, list[dict[str, Any]]] = {p: [] for p, _ in pts}
     for r in rows:

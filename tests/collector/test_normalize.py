@@ -12,20 +12,20 @@ def config(points: str = "", devices: str = "") -> object:
     import tomllib
     from pathlib import Path
 
-    text = f"""
+    text = """
 [[templates]]
 name = "meter"
-points = [{{ name = "p", unit = "kW", scale = 0.1 }}, {{ name = "q", key = "Q" }}]
+points = [{ name = "p", unit = "kW", scale = 0.1 }, { name = "q", key = "Q" }]
 
 [[sources]]
 name = "s1"
 kind = "fake"
 points = [
-  {{ name = "volt", key = "40001", scale = 0.1, offset = 1.0, range = [0, 1000] }},
-  {{ name = "freq", spike = 1.0 }},
+  { name = "volt", key = "40001", scale = 0.1, offset = 1.0, range = [0, 1000] },
+  { name = "freq", spike = 1.0 },
 ]
 [[sources.devices]]
-name = "m{{n}}"
+name = "m{n}"
 count = 2
 template = "meter"
 """
