@@ -5,6 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -156,3 +158,79 @@ async def test_four_eyes_correction(db: Database) -> None:
     assert [x.id for x in await list_corrections(db, state="proposed")] == [c4.id]
     with pytest.raises(CorrectionError, match="reason is required"):
         await propose_correction(db, m2.id, ts3, 2.0, " ", actor="op1", now=now)
+
+
+class _Journal:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    async def record(self, event: Any) -> None:
+        self.events.append(event)
+
+
+class _Schedule:
+    def __init__(self) -> None:
+        self.dirty: list[datetime] = []
+
+    def mark_dirty(self, ts: datetime) -> None:
+        self.dirty.append(ts)
+
+
+async def test_archive_api_four_eyes_and_exports(db: Database) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+    from prometheus_client import CollectorRegistry
+
+    from collector.api.context import ApiContext
+    from collector.api.server import build_app
+    from core.config import parse_config
+
+    journal, sched = _Journal(), _Schedule()
+    ctx = ApiContext(config=parse_config({}, Path("t.toml"), {}, {}), db=db, registry=CollectorRegistry(),
+                     journal=journal, tokens={"a": ("op1", "operator"), "b": ("op2", "operator"),
+                                              "v": ("viewer1", "viewer")})
+    ctx.features["schedule"] = sched
+    tc: TestClient[Any, Any] = TestClient(TestServer(build_app(ctx, ("collector.api.archive",)), host="127.0.0.1"))
+    await tc.start_server()
+    op1, op2, view = ({"Authorization": f"Bearer {k}"} for k in ("a", "b", "v"))
+    try:
+        ts = (T0 + timedelta(minutes=15)).isoformat()
+        body = {"point": "m2.p", "ts": ts, "value": 42.0, "reason": "meter swap"}
+        assert (await tc.post("/api/v1/archive/corrections", json=body, headers=view)).status == 403
+        r = await tc.post("/api/v1/archive/corrections", json=body, headers=op1)
+        assert r.status == 201, await r.text()
+        cid = (await r.json())["id"]
+        r = await tc.post(f"/api/v1/archive/corrections/{cid}/confirm", json={}, headers=op1)
+        assert r.status == 403 and "second user" in (await r.json())["error"]
+        r = await tc.post(f"/api/v1/archive/corrections/{cid}/confirm", json={"comment": "ok"}, headers=op2)
+        assert r.status == 200
+        c = await r.json()
+        assert (c["state"], c["original_value"], c["new_value"], c["decided_by"]) == ("applied", 1001.0, 42.0, "op2")
+        assert [e.actor for e in journal.events] == ["op1", "op2"]
+        assert all(e.kind == "correction" for e in journal.events)
+        assert sched.dirty == [T0 + timedelta(minutes=15)]
+        r = await tc.post("/api/v1/archive/corrections/999/confirm", json={}, headers=op2)
+        assert r.status == 404
+        bad = await tc.post("/api/v1/archive/corrections", json={**body, "value": "x"}, headers=op1)
+        assert bad.status == 400 and "'value'" in (await bad.json())["error"]
+
+        q = {"points": "m1.ea_import,m2.p", "from": T0.isoformat(), "to": (T0 + timedelta(hours=1)).isoformat(),
+             "step": "raw"}
+        r = await tc.get("/api/v1/archive/series", params=q, headers=view)
+        data = await r.json()
+        assert r.status == 200 and len(data["series"]["m2.p"]) == 4
+        assert data["series"]["m2.p"][1]["value"] == 42.0 and data["series"]["m2.p"][1]["quality"] == int(Quality.MANUAL)
+        r = await tc.get("/api/v1/archive/export.csv", params=q, headers=view)
+        assert r.status == 200 and r.content_type == "text/csv"
+        assert (await r.text()).count("\r\n") == 9
+        r = await tc.get("/api/v1/archive/series", params={**q, "points": "ghost"}, headers=view)
+        assert r.status == 404 and "ghost" in (await r.json())["error"]
+        r = await tc.get("/api/v1/archive/export/80020", params={"points": "m1.ea_import", "day": DAY.isoformat()},
+                         headers=view)
+        assert r.status == 200 and ET.fromstring(await r.read()).get("class") == "80020"
+        r = await tc.get("/api/v1/archive/status", params={"inactive_after_s": "60"}, headers=view)
+        st = await r.json()
+        assert st["counts"]["never"] == 1 and len(st["points"]) == 3
+        r = await tc.get("/api/v1/archive/corrections", params={"state": "applied"}, headers=view)
+        assert [x["id"] for x in (await r.json())["corrections"]] == [cid]
+    finally:
+        await tc.close()
