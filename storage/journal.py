@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -20,8 +20,16 @@ from storage.db import Database
 from storage.sqlfiles import fetch_all, fetch_one, query
 
 
+def _default(obj: Any) -> Any:
+    if isinstance(obj, (datetime, date)):
+        return obj.isoformat()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return str(obj)
+
+
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, default=str, separators=(",", ":"))
+    return json.dumps(obj, default=_default, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +64,7 @@ class DbJournal:
         self.db = db
 
     async def record(self, event: Event) -> None:
-        """Append `event` (details stored as JSON; values JSON cannot hold become strings)."""
+        """Append `event` (details as JSON: datetimes as ISO strings, other values JSON cannot hold as str)."""
         await record_event(self.db, event)
 
 

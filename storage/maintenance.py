@@ -244,11 +244,8 @@ async def apply_policies(db: Database, cfg: StorageConfig) -> list[str]:
             await conn.execute("SELECT add_retention_policy('readings', make_interval(days => %s))",
                                (cfg.retention_days,))
             changed.append(f"retention {cfg.retention_days} days")
-        cur = await conn.execute(
-            "SELECT view_name FROM timescaledb_information.continuous_aggregates ca"
-            " JOIN timescaledb_information.jobs j ON j.hypertable_name = ca.materialization_hypertable_name"
-            " WHERE j.proc_name = 'policy_refresh_continuous_aggregate'")
-        have = {str(r[0]) for r in await fetch_all(cur)}
+        # For a continuous aggregate's refresh policy, jobs.hypertable_name is the view's name.
+        have = {str(ht) for name, ht, _ in jobs if name == "policy_refresh_continuous_aggregate"}
         for view, end_offset, every in (("readings_15m", "15 minutes", "5 minutes"),
                                         ("readings_1h", "1 hour", "15 minutes")):
             if view in have:

@@ -55,6 +55,7 @@ async def register_points(db: Database, points: Sequence[ResolvedPoint], *,
                           deactivate_missing: bool = False) -> dict[str, int]:
     """Upsert `points` by name (metadata updated, `active` set) and return name -> id.
 
+    New points get ids in the order given.
     Unchanged rows are not rewritten and no sequence numbers are burnt, so registering
     50,000 points at every start is cheap (one COPY into a temporary table, two set
     statements). With `deactivate_missing`, points absent from `points` are marked inactive
@@ -66,10 +67,10 @@ async def register_points(db: Database, points: Sequence[ResolvedPoint], *,
         await conn.execute(query("points.sql", "create_stage"))
         cur = conn.cursor()
         async with cur.copy(query("points.sql", "copy_stage")) as copy:
-            for p in by_name.values():
+            for i, p in enumerate(by_name.values()):
                 s = p.spec
                 await copy.write_row((p.name, p.source, p.key, p.device, p.subject, p.zone, s.unit, s.kind,
-                                      s.description, _meta_json(s, cache)))
+                                      s.description, _meta_json(s, cache), i))
         await conn.execute(query("points.sql", "insert_new"))
         await conn.execute(query("points.sql", "update_changed"))
         if deactivate_missing:

@@ -89,20 +89,18 @@ FROM storage_jobs ORDER BY name;
 
 -- name: timescale_jobs
 SELECT j.job_id, j.application_name, j.proc_name, COALESCE(j.hypertable_name, '') AS hypertable_name,
-       j.scheduled, s.last_run_started_at, s.last_successful_finish, COALESCE(s.last_run_status, 'never'),
-       COALESCE(s.total_runs, 0), COALESCE(s.total_failures, 0), s.next_start,
+       j.scheduled,
+       CASE WHEN isfinite(s.last_run_started_at) THEN s.last_run_started_at END,
+       CASE WHEN isfinite(s.last_successful_finish) THEN s.last_successful_finish END,
+       COALESCE(s.last_run_status, 'never'),
+       COALESCE(s.total_runs, 0), COALESCE(s.total_failures, 0),
+       CASE WHEN isfinite(s.next_start) THEN s.next_start END,
        COALESCE((SELECT e.err_message FROM timescaledb_information.job_errors e
                  WHERE e.job_id = j.job_id ORDER BY e.start_time DESC LIMIT 1), '') AS last_error
 FROM timescaledb_information.jobs j
 LEFT JOIN timescaledb_information.job_stats s ON s.job_id = j.job_id
 WHERE j.job_id >= 1000
 ORDER BY j.job_id;
-
--- name: timescale_policy_jobs
-SELECT job_id, proc_name, hypertable_name, config
-FROM timescaledb_information.jobs
-WHERE job_id >= 1000 AND hypertable_name IN ('readings', 'readings_15m', 'readings_1h')
-   OR (job_id >= 1000 AND proc_name = 'policy_refresh_continuous_aggregate');
 
 -- name: migrations_applied
 SELECT version, name, backend, applied_at FROM schema_migrations ORDER BY version, name;

@@ -2,18 +2,18 @@
 CREATE TEMP TABLE points_in (
     name text NOT NULL, source text NOT NULL, key text NOT NULL, device text NOT NULL,
     subject text NOT NULL, zone text NOT NULL, unit text NOT NULL, kind text NOT NULL,
-    description text NOT NULL, meta jsonb NOT NULL
+    description text NOT NULL, meta jsonb NOT NULL, ord integer NOT NULL
 ) ON COMMIT DROP;
 
 -- name: copy_stage
-COPY points_in (name, source, key, device, subject, zone, unit, kind, description, meta) FROM STDIN;
+COPY points_in (name, source, key, device, subject, zone, unit, kind, description, meta, ord) FROM STDIN;
 
 -- name: insert_new
 INSERT INTO points (name, source, key, device, subject, zone, unit, kind, description, meta)
 SELECT s.name, s.source, s.key, s.device, s.subject, s.zone, s.unit, s.kind, s.description, s.meta
 FROM points_in s
 WHERE NOT EXISTS (SELECT 1 FROM points p WHERE p.name = s.name)
-ORDER BY s.name
+ORDER BY s.ord
 ON CONFLICT (name) DO NOTHING;
 
 -- name: update_changed
