@@ -94,4 +94,4 @@ async def test_failed_background_job_is_visible(tsdb: Database) -> None:
             pytest.fail(f"the scheduler never ran the failing job: {jobs[0]}")
         await asyncio.sleep(0.5)
     assert jobs[0].total_failures >= 1
-    assert "gw test job failure" in jobs[0].last_error or jobs[0].last_error == ""
+    assert jobs[0].last_error  # the raised message, or "cannot drop portal" on PG 15.20 + TS 2.28.3
