@@ -127,8 +127,9 @@ class AlertingService:
         self._wake = asyncio.Event()
         self._backlog: deque[Alert] = deque(maxlen=backlog_max)
         self._last_resend: dict[str, float] = {}
-        self._last_stats = 0.0
-        self._last_purge = 0.0
+        self._last_stats = -1e18
+        self._last_maintain = -1e18
+        self._last_purge = -1e18
         self._esc_receivers = set(cfg.escalation.receivers if cfg.escalation.receivers is not None else
                                   [r.name for r in self.receivers if r.kind != "alertmanager"])
 
@@ -282,7 +283,9 @@ class AlertingService:
             for _ in batch:
                 self._backlog.popleft()
             self.stats.backlog = len(self._backlog)
-        await self.maintain()
+        if mono - self._last_maintain >= min(5.0, self.cfg.poll_interval_s * 5):
+            self._last_maintain = mono
+            await self.maintain()
         for s in self.senders:
             while await self.deliver(s) >= self.cfg.batch_size:
                 pass

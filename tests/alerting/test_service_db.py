@@ -189,3 +189,33 @@ async def test_backlog_while_database_down(db: Database) -> None:
     await svc.step(0.0)
     await drain(svc)
     assert [k for _, k, _ in hook.got] == ["firing"] and svc.stats.backlog == 0
+
+
+async def test_wiring_builds_service_from_the_config_file_section(db: Database, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from alerting.service import SECTIONS
+    from alerting.wiring import wire
+    from core.config import parse_config
+
+    class Journal:
+        def __init__(self) -> None:
+            self.events: list[object] = []
+
+        async def record(self, event: object) -> None:
+            self.events.append(event)
+
+    raw = {"collector": {"instance": "gw-north"},
+           "alerting": {"receivers": [{"kind": "alertmanager", "name": "am", "url": "http://127.0.0.1:9"}],
+                        "escalation": {"after_s": {"critical": 60}}}}
+    cfg = parse_config(raw, Path("gw.toml"), {}, SECTIONS)
+    features: dict[str, object] = {}
+    journal = Journal()
+    observers, services = wire(cfg, db, journal, features)
+    svc = features["alerting"]
+    assert observers == [] and services == [svc] and features["alert_sink"] is svc
+    assert isinstance(svc, AlertingService) and svc.instance == "gw-north"
+    await svc.submit([mk("hi:p1")])
+    assert [r.key for r in await svc.list_alerts(AlertFilter())] == ["hi:p1"]
+    off = parse_config({"alerting": {"enabled": False}}, Path("gw.toml"), {}, SECTIONS)
+    assert wire(off, db, journal, {}) == ([], [])
