@@ -38,7 +38,9 @@ class SourceOptions(_Model):
     Connections: every (host, port) endpoint is a gateway or a meter; all unit ids behind it
     share at most `max_connections_per_endpoint` TCP connections with one request in flight
     on each; `max_connections_per_host` caps the connections to one IP address (all its
-    ports), `max_connections` the whole source.
+    ports), `max_connections` the whole source. A device that stopped answering is probed
+    with a doubling period (interval, 2x, 4x ...) up to `dead_probe_max_s` (never less often
+    than its own interval); the slots in between yield COMM_FAIL samples at once.
     """
 
     host: str | None = None
@@ -59,6 +61,7 @@ class SourceOptions(_Model):
     backoff_initial_s: float = Field(1.0, gt=0)
     backoff_max_s: float = Field(60.0, gt=0)
     bad_address_ttl_s: float = Field(86400.0, gt=0)
+    dead_probe_max_s: float = Field(60.0, gt=0)
     queue_batches: int = Field(10_000, ge=1)
     quiet_library_logs: bool = True
 

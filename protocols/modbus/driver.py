@@ -89,6 +89,8 @@ class _Device:
     strings: dict[str, str] = field(default_factory=dict)
     reported: set[tuple[str, int, int]] = field(default_factory=set)
     last_read_at: datetime | None = None
+    failures: int = 0  # failed reads in a row
+    next_probe: float = 0.0  # epoch s: a device that is down is read again from then on
 
     @property
     def endpoint(self) -> tuple[str, int]:
@@ -108,6 +110,7 @@ class _Endpoint:
     port: int
     max_workers: int
     queue: deque[_Job] = field(default_factory=deque)
+    slow: deque[_Job] = field(default_factory=deque)  # jobs of devices that are down: served last
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     workers: int = 0
     idle: int = 0
@@ -170,8 +173,8 @@ class ModbusDriver:
         if loose:
             if o.host is None:
                 raise DriverError(self.name, "points outside devices need the source's host option")
-            self._add_device(ResolvedDevice(name=self.name, subject="", zone="", options=DeviceOptions.model_validate({}),
-                                            points=tuple(loose)))
+            self._add_device(ResolvedDevice(name=self.name, subject="", zone="",
+                                            options=DeviceOptions.model_validate({}), points=tuple(loose)))
 
     def _add_device(self, dev: ResolvedDevice) -> None:
         o = self.opts
@@ -326,13 +329,28 @@ class ModbusDriver:
             while heap and heap[0][0] <= now:
                 due, idx = heapq.heappop(heap)
                 dev = self.devices[idx]
-                self._enqueue(_Job(dev, due))
+                if dev.state == "down" and now < dev.next_probe and not dev.busy:
+                    self._skip_dead(dev)  # backing off: report COMM_FAIL without touching the link
+                else:
+                    self._enqueue(_Job(dev, due))
                 nxt, missed = catch_up(due, now, dev.interval_s)
                 if missed:
                     health.count("missed_slots", missed)
                 heapq.heappush(heap, (nxt, idx))
             delay = (heap[0][0] - self._now_s()) / self.speed
             await asyncio.sleep(min(max(delay, 0.0), 5.0))
+
+    def _skip_dead(self, dev: _Device) -> None:
+        self.ctx.health.count("skipped_down")
+        if self._out is None:
+            return
+        now = self.ctx.clock()
+        batch = SampleBatch([RawSample(self.name, p.rp.name, NAN, now, None, Quality.COMM_FAIL)
+                             for p in dev.points if p.opts.type != "string"])
+        try:
+            self._out.put_nowait(batch)
+        except asyncio.QueueFull:
+            self.ctx.health.count("dropped_batches")
 
     def _enqueue(self, job: _Job, force: bool = False) -> None:
         dev = job.device
@@ -342,7 +360,10 @@ class ModbusDriver:
         if job.future is None:
             dev.busy = True
         ep = self._endpoints[dev.endpoint]
-        ep.queue.append(job)
+        if dev.state == "down" and job.future is None:
+            ep.slow.append(job)  # a dead unit must not hold up the live ones behind the same gateway
+        else:
+            ep.queue.append(job)
         ep.wakeup.set()
         if ep.idle == 0 and ep.workers < ep.max_workers:
             ep.workers += 1
@@ -371,7 +392,7 @@ class ModbusDriver:
         holds_slot = False
         try:
             while True:
-                if not ep.queue:
+                if not ep.queue and not ep.slow:
                     ep.idle += 1
                     ep.wakeup.clear()
                     try:
@@ -379,7 +400,7 @@ class ModbusDriver:
                         if conn is None or not conn.is_open:
                             idle_real = max(idle_real, 5.0)
                         async with asyncio.timeout(idle_real):
-                            while not ep.queue:
+                            while not ep.queue and not ep.slow:
                                 await ep.wakeup.wait()
                                 ep.wakeup.clear()
                     except TimeoutError:
@@ -387,7 +408,7 @@ class ModbusDriver:
                     finally:
                         ep.idle -= 1
                     continue
-                job = ep.queue.popleft()
+                job = ep.queue.popleft() if ep.queue else ep.slow.popleft()
                 try:
                     if conn is None or not conn.is_open:
                         if conn is not None:
@@ -431,7 +452,7 @@ class ModbusDriver:
                 conn.close()
             if holds_slot:
                 self._release_slot(ep.host)
-            if ep.queue and not self._closed:  # a job arrived while this worker was leaving
+            if (ep.queue or ep.slow) and not self._closed:  # a job arrived while this worker was leaving
                 ep.workers += 1
                 self._spawn(self._worker(ep), f"modbus:{self.name}:{ep.name}")
 
@@ -465,6 +486,14 @@ class ModbusDriver:
     def _set_state(self, dev: _Device, state: str, reason: str) -> None:
         prev = dev.state
         dev.state = state
+        if state == "down":
+            dev.failures += 1
+            backoff = min(dev.interval_s * 2 ** min(dev.failures - 1, 20),
+                          max(dev.interval_s, self.opts.dead_probe_max_s))
+            dev.next_probe = self._now_s() + backoff - dev.interval_s * 0.5
+        else:
+            dev.failures = 0
+            dev.next_probe = 0.0
         self.ctx.health.links[dev.name] = state
         if prev != state and not (prev in ("unknown", "connecting") and state == "up"):
             msg = (f"device {dev.name} (unit {dev.unit} at {dev.host}:{dev.port}) is {state}"

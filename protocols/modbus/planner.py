@@ -68,14 +68,19 @@ def plan(
 ) -> list[Request]:
     """Merge `items` into the fewest requests; items whose (table, address) is in `skip` are left out.
 
+    A request never spans the registers of a skipped item (they answered "illegal data
+    address"), even where the gap limit would allow it.
+
     An item longer than the limit gets a request of its own (the device will refuse it; the
     driver validates this at start-up). Requests come out ordered by table, then address.
     """
     if max_registers < 1 or max_bits < 1 or max_gap < 0:
         raise ValueError("max_registers and max_bits must be >= 1 and max_gap >= 0")
     by_table: dict[str, list[Item]] = {}
+    holes: dict[str, list[tuple[int, int]]] = {}  # spans of skipped points: never read across them
     for it in items:
         if (it.table, it.address) in skip:
+            holes.setdefault(it.table, []).append((it.address, it.end))
             continue
         by_table.setdefault(it.table, []).append(it)
     out: list[Request] = []
@@ -84,8 +89,10 @@ def plan(
         gap = max_gap * 16 if _is_bit_table(table) else max_gap
         cur: list[Item] = []
         start = end = 0
+        table_holes = holes.get(table, [])
         for it in sorted(by_table[table], key=lambda i: (i.address, i.index)):
-            if cur and it.address - end <= gap and max(end, it.end) - start <= limit:
+            if cur and it.address - end <= gap and max(end, it.end) - start <= limit \
+                    and not any(h0 < it.address and h1 > end for h0, h1 in table_holes):
                 cur.append(it)
                 end = max(end, it.end)
                 continue

@@ -22,6 +22,7 @@ Config (a ``[[simulators]]`` table of kind "modbus")::
     jitter_ms = 20
     silent = 0.02                        # share of meters that never answer
     bad_addresses = [60]                 # PDU addresses answering "illegal data address"
+    values = { frequency = 50.0 }        # fixed values by point name (tests, demos)
 """
 
 from __future__ import annotations

@@ -70,6 +70,7 @@ class GroupConfig(_Model):
     silent_devices: list[str] = Field(default_factory=list)
     bad_addresses: list[int] = Field(default_factory=list)
     gaps: Literal["zero", "exception"] = "zero"
+    values: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("profile")
     @classmethod
@@ -191,6 +192,7 @@ class FarmDevice:
     bad: frozenset[int]
     gaps: str
     seed: int
+    fixed: dict[str, float] = field(default_factory=dict)
     meter: Meter | None = None
     cache_key: float | None = None
     cache: dict[str, dict[int, int]] = field(default_factory=dict)
@@ -208,6 +210,7 @@ class FarmDevice:
         vals = self.meter.sample(ts)
         vals["serial_number"] = float(self.serial)
         vals["active_tariff"] = float(tariff_at(ts))
+        vals.update(self.fixed)
         return vals
 
     def image(self, ts: datetime, plan: FaultPlan | None) -> dict[str, dict[int, int]]:
@@ -371,7 +374,7 @@ class MeterFarm:
                     name=name, number=n, port=port, unit=unit, layout=lay,
                     profile=Profile.create(kind, seed=seed, peak_kw=g.peak_kw * spread),
                     nominal_v=g.nominal_v, latency_s=g.latency_ms / 1000, jitter_s=g.jitter_ms / 1000,
-                    silent=silent, bad=frozenset(g.bad_addresses), gaps=g.gaps, seed=seed,
+                    silent=silent, bad=frozenset(g.bad_addresses), gaps=g.gaps, seed=seed, fixed=dict(g.values),
                 )
                 self.devices.append(dev)
                 self.by_port_unit[(port, unit)] = dev
