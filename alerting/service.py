@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -154,38 +155,53 @@ class AlertingService:
     async def _submit(self, alerts: Sequence[Alert]) -> None:
         now = self.clock()
         async with self.store.transaction() as tx:
-            rows = await tx.lock_keys([a.key for a in alerts])
+            current = await tx.lock_keys([a.key for a in alerts])
+            steps: list[tuple[AlertRow | None, lifecycle.Outcome]] = []
             for a in alerts:
-                old = rows.get(a.key)
+                old = current.get(a.key)
                 out = lifecycle.apply_alert(old, a, now, self.cfg)
                 for c in out.counters:
                     self.stats.counters[c] += 1
                 if out.row is None:
                     continue
-                rows[a.key] = await self._store(tx, old, out, now)
+                steps.append((old, out))
+                current[a.key] = out.row
+            await self._persist(tx, steps, now)
 
-    async def _store(self, tx: AlertTx, old: AlertRow | None, out: lifecycle.Outcome, now: datetime) -> AlertRow:
-        assert out.row is not None
-        row = await (tx.update(out.row) if old is not None else tx.insert(out.row))
-        prev = None
-        if old is not None and old.notified_state == "firing" and old.notified_severity != row.severity:
-            prev = old.notified_severity
+    async def _persist(self, tx: AlertTx, steps: Sequence[tuple[AlertRow | None, lifecycle.Outcome]],
+                       now: datetime) -> dict[str, AlertRow]:
+        """Write the final row of every key, then outbox rows and events of every step, in order."""
+        final: dict[str, AlertRow] = {}
+        for _, out in steps:
+            assert out.row is not None
+            final[out.row.key] = out.row
+        new = [r for r in final.values() if r.id == 0]
+        changed = [r for r in final.values() if r.id != 0]
+        stored = {r.key: r for r in await tx.insert_many(new)}
+        stored.update({r.key: r for r in await tx.update_many(changed)})
         notes: list[NewNotification] = []
-        gk = lifecycle.group_key(row, self.cfg)
-        for kind in out.notify:
-            payload = lifecycle.snapshot(row, kind, self.cfg, prev if kind == "firing" else None)
-            for r in self.receivers:
-                if row.severity < r.min_level:
-                    continue
-                if kind == "escalation" and r.name not in self._esc_receivers:
-                    continue
-                notes.append(NewNotification(row.id, r.name, kind, gk, payload, now))
+        events: list[Event] = []
+        for old, out in steps:
+            assert out.row is not None
+            alert_id = stored[out.row.key].id
+            row = dataclasses.replace(out.row, id=alert_id)
+            prev = None
+            if old is not None and old.notified_state == "firing" and old.notified_severity != row.severity:
+                prev = old.notified_severity
+            gk = lifecycle.group_key(row, self.cfg)
+            for kind in out.notify:
+                payload = lifecycle.snapshot(row, kind, self.cfg, prev if kind == "firing" else None)
+                for r in self.receivers:
+                    if row.severity < r.min_level:
+                        continue
+                    if kind == "escalation" and r.name not in self._esc_receivers:
+                        continue
+                    notes.append(NewNotification(alert_id, r.name, kind, gk, payload, now))
+            for ev in out.events:
+                events.append(dataclasses.replace(ev, details=dict(ev.details, alert_id=alert_id)))
         await tx.enqueue(notes)
-        for ev in out.events:
-            details = dict(ev.details, alert_id=row.id)
-            await tx.record(Event(kind=ev.kind, source=ev.source, message=ev.message, ts=ev.ts, actor=ev.actor,
-                                  details=details))
-        return row
+        await tx.record_many(events)
+        return stored
 
     # -- operator actions ----------------------------------------------------------------
 
@@ -200,7 +216,7 @@ class AlertingService:
                 self.stats.counters[c] += 1
             if out.row is None:
                 return old
-            row = await self._store(tx, old, out, now)
+            row = (await self._persist(tx, [(old, out)], now))[old.key]
         self._wake.set()
         return row
 
@@ -307,7 +323,7 @@ class AlertingService:
                       if lifecycle.maintain(r, now, self.cfg).row is not None]
         if not candidates:
             return 0
-        changed = 0
+        steps: list[tuple[AlertRow | None, lifecycle.Outcome]] = []
         async with self.store.transaction() as tx:
             for c in candidates:
                 old = await tx.get_for_update(c.id)
@@ -318,9 +334,9 @@ class AlertingService:
                     continue
                 for k in out.counters:
                     self.stats.counters[k] += 1
-                await self._store(tx, old, out, now)
-                changed += 1
-        return changed
+                steps.append((old, out))
+            await self._persist(tx, steps, now)
+        return len(steps)
 
     async def deliver(self, sender: Sender) -> int:
         """Lease and send one batch for `sender`; returns the number of rows leased."""

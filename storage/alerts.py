@@ -167,8 +167,7 @@ class AlertTx:
         """Serialize on each key (sorted, so two submitters never deadlock) and read its row."""
         uniq = sorted(set(keys))
         async with self.conn.cursor(row_factory=dict_row) as cur:
-            for k in uniq:
-                await cur.execute(_q("lock_key"), {"key": k})
+            await cur.execute(_q("lock_keys"), {"keys": uniq})
             await cur.execute(_q("get_by_keys"), {"keys": uniq})
             return {r["key"]: AlertRow.from_row(r) for r in await cur.fetchall()}
 
@@ -194,6 +193,36 @@ class AlertTx:
             got = await cur.fetchone()
             assert got is not None
             return AlertRow.from_row(got)
+
+    async def _many(self, name: str, rows: Sequence[AlertRow]) -> list[AlertRow]:
+        out: list[AlertRow] = []
+        if not rows:
+            return out
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.executemany(_q(name), [r.params() for r in rows], returning=True)
+            while True:
+                got = await cur.fetchone()
+                if got is not None:
+                    out.append(AlertRow.from_row(got))
+                if not cur.nextset():
+                    break
+        return out
+
+    async def insert_many(self, rows: Sequence[AlertRow]) -> list[AlertRow]:
+        """Insert new alerts (ids ignored); returns them with their ids."""
+        return await self._many("insert_alert", rows)
+
+    async def update_many(self, rows: Sequence[AlertRow]) -> list[AlertRow]:
+        """Write every mutable column of each row."""
+        return await self._many("update_alert", rows)
+
+    async def record_many(self, events: Sequence[Event]) -> None:
+        """Append journal events in this transaction."""
+        if not events:
+            return
+        async with self.conn.cursor() as cur:
+            await cur.executemany(_q("insert_event"), [_event_params(e) for e in events])
+        self.events.extend(events)
 
     async def enqueue(self, notes: Sequence[NewNotification]) -> None:
         """Insert outbox rows."""

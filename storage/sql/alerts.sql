@@ -1,7 +1,9 @@
 -- Named queries of storage/alerts.py (alert state, outbox, delivery status).
 
--- name: lock_key
-SELECT pg_advisory_xact_lock(hashtextextended('gridwatch.alert:' || %(key)s, 0));
+-- name: lock_keys
+-- Transaction-level advisory locks on the keys, taken in key order (no deadlocks).
+SELECT count(pg_advisory_xact_lock(hashtextextended('gridwatch.alert:' || k, 0)))
+FROM (SELECT k FROM unnest(%(keys)s::text[]) AS k ORDER BY k OFFSET 0) AS ordered;
 
 -- name: get_by_keys
 SELECT * FROM alerts WHERE key = ANY(%(keys)s) FOR UPDATE;

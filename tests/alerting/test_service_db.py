@@ -219,3 +219,27 @@ async def test_wiring_builds_service_from_the_config_file_section(db: Database, 
     assert [r.key for r in await svc.list_alerts(AlertFilter())] == ["hi:p1"]
     off = parse_config({"alerting": {"enabled": False}}, Path("gw.toml"), {}, SECTIONS)
     assert wire(off, db, journal, {}) == ([], [])
+
+
+async def test_one_batch_with_several_steps_of_one_key(db: Database) -> None:
+    clock = ManualClock()
+    svc, hook, _ = service(db, clock)
+    await svc.submit([mk("hi:p1"), mk("hi:p1"), mk("hi:p1", firing=False), mk("hi:p1")])
+    await drain(svc)
+    assert [k for _, k, _ in hook.got] == ["firing", "resolved", "firing"]
+    (row,) = await svc.list_alerts(AlertFilter())
+    assert row.state == "firing" and row.episode == 2
+    events = await svc.list_events(EventFilter(kind="alert"))
+    assert len(events) == 3 and all(e["details"]["alert_id"] == row.id for e in events)
+
+
+async def test_concurrent_submits_of_a_new_key_do_not_collide(db: Database) -> None:
+    clock = ManualClock()
+    svc_a, hook, _ = service(db, clock)
+    svc_b, _, _ = service(db, clock)
+    batch = [mk(f"hi:p{i}") for i in range(30)]
+    await asyncio.gather(svc_a.submit(batch), svc_b.submit(list(reversed(batch))), svc_a.submit(batch[:10]))
+    rows = await svc_a.list_alerts(AlertFilter(limit=1000))
+    assert len(rows) == 30 and all(r.repeat_count == (2 if int(r.key[4:]) < 10 else 1) for r in rows)
+    await drain(svc_a)
+    assert sorted(key for _, _, key in hook.got) == sorted(a.key for a in batch)  # one firing each
