@@ -50,6 +50,7 @@ from protocols.iec104.config import Endpoint, RtuOptions, SourceOptions, TlsOpti
 log = logging.getLogger(__name__)
 
 _CONNECTED = ("OPEN", "OPEN_MUTED")
+_COUNTER_TYPES = (d.M_IT_NA_1, d.M_IT_TA_1, d.M_IT_TB_1)
 
 
 @dataclass
@@ -143,6 +144,7 @@ class Iec104Driver:
         self._pending: list[RawSample] = []
         self._wake_scheduled = False
         self._closing = False
+        self.pending_high = 0  # the most samples ever waiting in the buffer (bounded by max_pending + 1 ASDU)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
         self._client: Any = None
@@ -192,6 +194,9 @@ class Iec104Driver:
                 raise ConfigError([ConfigIssue(self.name, f"points.{rp.name}",
                                                f"CA {ca} IOA {ioa} is mapped twice")])
             self.keys[(ca, ioa)] = rp.key
+            ptype = getattr(po, "type", None) or ""
+            if rp.spec.kind == "counter" or ptype.startswith("M_IT"):
+                continue  # integrated totals answer counter interrogation, not GI
             self.expected.setdefault(ca, set()).add(ioa)
 
     def _rtu_of_ca(self, ca: int) -> Rtu | None:
@@ -364,6 +369,8 @@ class Iec104Driver:
             if self._closing:
                 return
             self._pending.extend(out)
+            if len(self._pending) > self.pending_high:
+                self.pending_high = len(self._pending)
             if not self._wake_scheduled and self._loop is not None:
                 self._wake_scheduled = True
                 try:
@@ -461,7 +468,8 @@ class Iec104Driver:
         if not self.opts.check_gi_complete:
             return
         expected = self.expected.get(run.ca, set())
-        missing = expected - run.ioas
+        counters = {ioa for (ca, ioa), t in self._type_of.items() if ca == run.ca and t in _COUNTER_TYPES}
+        missing = expected - run.ioas - counters
         if ok and not missing:
             return
         h = self.ctx.health

@@ -83,7 +83,7 @@ def make_info(type_name: str, value: float, quality: int, ts: datetime | None) -
     if kind == "ST":
         return c104.StepInfo(c104.Int7(max(-64, min(63, int(value)))), False, _quality(quality), rec)
     if kind == "BO":
-        return c104.BinaryInfo(blob=c104.Byte32(int(value) & 0xFFFFFFFF), quality=_quality(quality), recorded_at=rec)
+        return c104.BinaryInfo(blob=c104.Byte32((int(value) & 0xFFFFFFFF).to_bytes(4, "little")), quality=_quality(quality), recorded_at=rec)
     if kind == "IT":
         seq = int(quality >> 8) & 0x1F  # optional sequence number in bits 8..12
         return c104.BinaryCounterInfo(counter=int(value), sequence=c104.UInt5(seq),
@@ -204,6 +204,8 @@ class Outstation:
                 raise ValueError(f"point {p.ca}/{p.ioa}: unsupported type {p.type}")
             if (p.ca, p.ioa) in self.points:
                 raise ValueError(f"point {p.ca}/{p.ioa} defined twice")
+            if p.last_sent is None:
+                p.last_sent = p.value  # the initial value is what GI reports
             self.points[(p.ca, p.ioa)] = p
         self.endpoints = [_Endpoint(self, port) for port in ports]
         self.clock_syncs: list[tuple[str, datetime]] = []
@@ -267,6 +269,7 @@ class Outstation:
             if p is None:
                 raise KeyError(f"no simulated point {u.ca}/{u.ioa}")
             changed = (force or p.last_sent is None or abs(u.value - p.last_sent) > p.deadband
+                       or (p.deadband == 0 and u.value != p.last_sent)
                        or u.quality != p.quality)
             p.value, p.quality, p.ts = u.value, u.quality, u.ts or now
             if changed:
