@@ -272,6 +272,14 @@ class AlertingService:
         loop = asyncio.get_running_loop()
         await self._journal(f"alerting started: receivers {', '.join(r.name for r in self.receivers) or 'none'}")
         try:
+            gone = await self.store.abandon_unknown_receivers([s.name for s in self.senders])
+        except GridWatchError as e:
+            log.warning("alerting: %s", e)
+            gone = {}
+        for name, n in gone.items():
+            await self._journal(f"{n} pending notification(s) for receiver {name!r} marked failed: "
+                                "it is no longer configured")
+        try:
             while True:
                 self._wake.clear()
                 try:
@@ -393,7 +401,10 @@ class AlertingService:
     async def refresh_stats(self) -> None:
         """Refresh the outbox gauges from the database."""
         now = self.clock()
+        configured = {r.name for r in self.receivers}
         for s in await self.store.summary():
+            if s.receiver not in configured:
+                continue
             self.stats.pending[s.receiver] = s.pending
             self.stats.failed_rows[s.receiver] = s.failed
             self.stats.oldest_pending_age_s[s.receiver] = (

@@ -310,6 +310,15 @@ class AlertStore:
         """Give back leased rows that were not attempted."""
         await self._fetch("release", {"ids": list(ids), "owner": owner, "next_attempt_at": next_attempt_at})
 
+    async def abandon_unknown_receivers(self, receivers: Sequence[str]) -> dict[str, int]:
+        """Mark pending rows of receivers not in `receivers` failed; returns counts per receiver."""
+        rows = await self._fetch("abandon_unknown_receivers", {
+            "receivers": list(receivers), "error": "receiver is no longer configured"})
+        out: dict[str, int] = {}
+        for r in rows:
+            out[r["receiver"]] = out.get(r["receiver"], 0) + 1
+        return out
+
     async def summary(self) -> list[ReceiverSummary]:
         """Counts per receiver and status."""
         return [ReceiverSummary(**r) for r in await self._fetch("outbox_summary", {})]

@@ -146,3 +146,10 @@ WHERE (%(kind)s::text IS NULL OR kind = %(kind)s)
   AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s)
 ORDER BY id DESC
 LIMIT %(limit)s;
+
+-- name: abandon_unknown_receivers
+-- Pending rows of receivers that are no longer configured can never be delivered.
+UPDATE alert_outbox
+SET status = 'failed', leased_by = NULL, leased_until = NULL, last_error = %(error)s
+WHERE status = 'pending' AND NOT (receiver = ANY(%(receivers)s))
+RETURNING receiver;

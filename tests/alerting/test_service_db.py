@@ -6,6 +6,7 @@ Receivers here are recording fakes (the real receivers are in test_receivers.py)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -18,7 +19,7 @@ from core.records import Alert, Severity
 from storage.alerts import AlertFilter, AlertStore, EventFilter, OutboxRow
 from storage.db import Database
 
-from .conftest import ManualClock
+from .conftest import ManualClock, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -243,3 +244,25 @@ async def test_concurrent_submits_of_a_new_key_do_not_collide(db: Database) -> N
     assert len(rows) == 30 and all(r.repeat_count == (2 if int(r.key[4:]) < 10 else 1) for r in rows)
     await drain(svc_a)
     assert sorted(key for _, _, key in hook.got) == sorted(a.key for a in batch)  # one firing each
+
+
+async def test_pending_rows_of_a_removed_receiver_are_marked_failed(db: Database) -> None:
+    clock = ManualClock()
+    svc, hook, pager = service(db, clock)
+    hook.down = True
+    await svc.submit([mk("hi:p1", sev=Severity.CRITICAL)])
+    c = cfg(receivers=[{"kind": "webhook", "name": "pager", "url": "http://127.0.0.1:9", "secret": "x"}],
+            escalation={"after_s": {}})
+    svc2 = AlertingService(c, AlertStore(db), None, clock=clock, senders=[pager])
+    task = asyncio.create_task(svc2.run())
+    try:
+        async def done() -> bool:
+            rows = await svc2.store.list_deliveries(receiver="hook")
+            return bool(rows) and rows[0]["status"] == "failed" and len(pager.got) == 1
+        await eventually(done, what="hook rows abandoned, pager delivered")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    events = await svc2.list_events(EventFilter(text="no longer configured"))
+    assert len(events) == 1
