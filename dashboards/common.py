@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import attr
 from grafanalib.core import (
     BarChart,
     Dashboard,
@@ -40,7 +39,6 @@ BAD_QUALITY = 0x80 | 0x8_0000 | 0x1000  # INVALID | COMM_FAIL | OUT_OF_RANGE (co
 MANUAL = 0x4_0000
 
 
-@attr.s
 class CodeSql(SqlTarget):  # type: ignore[misc]
     """A raw SQL target shown in the code editor (Grafana 10+ otherwise opens the builder)."""
 

@@ -8,6 +8,8 @@ corrections; Prometheus metrics `gridwatch_*` from the daemon's /metrics for lin
 
 from __future__ import annotations
 
+from typing import Any
+
 from grafanalib.core import Dashboard
 
 from dashboards.common import (
@@ -41,7 +43,7 @@ QUALITY_TEXT = (
     "], ',')"
 )
 
-DEVIATION_STEPS = [
+DEVIATION_STEPS: list[dict[str, Any]] = [
     {"color": "red", "value": None}, {"color": "orange", "value": -10}, {"color": "yellow", "value": -5},
     {"color": "green", "value": -2}, {"color": "yellow", "value": 2}, {"color": "orange", "value": 5},
     {"color": "red", "value": 10},

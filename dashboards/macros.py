@@ -14,7 +14,7 @@ macros and the frontend's SQL variable formatting):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 _ARGS = r"\(([^()]*(?:\([^()]*\)[^()]*)*)\)"
@@ -42,6 +42,12 @@ def format_interval(seconds: float) -> str:
     return f"{int(seconds)}s"
 
 
+def _const(text: str) -> Callable[[re.Match[str]], str]:
+    def repl(_m: re.Match[str]) -> str:
+        return text
+    return repl
+
+
 def _quote(v: str) -> str:
     return "'" + str(v).replace("'", "''") + "'"
 
@@ -56,7 +62,7 @@ def expand(sql: str, start: datetime, end: datetime, variables: Mapping[str, Seq
         values = variables[name]
         text = ",".join(_quote(v) for v in values) if values else "NULL"
         out = out.replace("${" + name + "}", text).replace("[[" + name + "]]", text)
-        out = re.sub(r"\$" + re.escape(name) + r"\b", lambda _m, t=text: t, out)
+        out = re.sub(r"\$" + re.escape(name) + r"\b", _const(text), out)
 
     def group(args: str, alias: bool) -> str:
         parts = [a.strip() for a in args.split(",")]
