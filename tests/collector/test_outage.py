@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -20,6 +21,7 @@ from collector.agent import Agent
 from collector.spool import Spool
 from storage.db import Database
 from storage.embedded import EmbeddedPostgres
+from tests.collector.fakes import BASE
 from tests.collector.helpers import (
     expected_sum,
     fake_source,
@@ -31,6 +33,8 @@ from tests.collector.helpers import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+NEW_START = 10_000_000  # seconds after fakes.BASE: timestamps the first run never produced
+NEW_TS = BASE + timedelta(seconds=NEW_START)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -159,14 +163,22 @@ def test_kill_9_acknowledged_spooled_data_replays_on_restart(tmp_path: Path, own
     def replayed() -> bool:
         with psycopg.connect(own_pg.dsn) as conn:
             have = {(int(r[0]), r[1]) for r in conn.execute("SELECT point_id, ts FROM readings")}
-        return want <= have and len({k for k in have if k[1].year > 2026}) == n_points
+        return want <= have and len({k for k in have if k[1] >= NEW_TS}) == n_points
 
     # Restart with a source that produces other timestamps: what appears is the spool's replay.
-    cfg2 = write_config(tmp_path, own_pg.dsn, fake_source("s", n_points, rounds=1, start_index=40_000_000),
+    cfg2 = write_config(tmp_path, own_pg.dsn, fake_source("s", n_points, rounds=1, start_index=NEW_START),
                         batch_rows=50)
     proc = gridwatch("run", "-c", str(cfg2), "--no-api")
     try:
-        until_sync(replayed, what="spooled readings replayed after restart")
+        try:
+            until_sync(replayed, what="spooled readings replayed after restart")
+        except AssertionError:
+            proc.kill()
+            with psycopg.connect(own_pg.dsn) as conn:
+                have = {(int(r[0]), r[1]) for r in conn.execute("SELECT point_id, ts FROM readings")}
+            raise AssertionError(f"{len(want - have)} of {len(want)} spooled readings missing, "
+                                 f"{len({k for k in have if k[1] >= NEW_TS})} new; "
+                                 + finish(proc)[1][-4000:]) from None
         proc.send_signal(signal.SIGTERM)
         rc, out = finish(proc)
     finally:
