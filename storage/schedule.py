@@ -15,7 +15,7 @@ from psycopg.rows import dict_row
 
 from core.records import BAD_QUALITY
 from storage.db import Database
-from storage.sqlfiles import query
+from storage.sqlfiles import fetch_one, query
 
 _F = "schedule.sql"
 
@@ -157,6 +157,13 @@ class ScheduleStore:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(query(_F, "results_day"), {"day": day, "entity": entity})
             return list(await cur.fetchall())
+
+    async def last_final_end(self) -> datetime | None:
+        """End of the latest hour with a final result (None when there is none)."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute(query(_F, "last_final_end"))
+            row = await fetch_one(cur)
+            return row[0] if row else None
 
     async def open_hours_before(self, before: datetime) -> list[datetime]:
         """Start of every hour with a result not yet final that started before `before`."""

@@ -106,5 +106,8 @@ FROM schedule_results
 WHERE day = %(day)s AND (%(entity)s::text IS NULL OR entity = %(entity)s)
 ORDER BY entity_kind, entity, hour_start;
 
+-- name: last_final_end
+SELECT max(hour_end) FROM schedule_results WHERE final;
+
 -- name: open_hours_before
 SELECT DISTINCT hour_start FROM schedule_results WHERE NOT final AND hour_start < %(before)s ORDER BY hour_start;
