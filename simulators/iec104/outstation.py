@@ -83,7 +83,9 @@ def make_info(type_name: str, value: float, quality: int, ts: datetime | None) -
     if kind == "ST":
         return c104.StepInfo(c104.Int7(max(-64, min(63, int(value)))), False, _quality(quality), rec)
     if kind == "BO":
-        return c104.BinaryInfo(blob=c104.Byte32((int(value) & 0xFFFFFFFF).to_bytes(4, "little")), quality=_quality(quality), recorded_at=rec)
+        # c104.Byte32(int) silently yields 0 in 2.2.1: pass the bytes (wire order, little endian)
+        blob = c104.Byte32((int(value) & 0xFFFFFFFF).to_bytes(4, "little"))
+        return c104.BinaryInfo(blob=blob, quality=_quality(quality), recorded_at=rec)
     if kind == "IT":
         seq = int(quality >> 8) & 0x1F  # optional sequence number in bits 8..12
         return c104.BinaryCounterInfo(counter=int(value), sequence=c104.UInt5(seq),
