@@ -66,6 +66,7 @@ def _env_secret(value: SecretStr | None, env: str | None, what: str) -> SecretSt
 class _Receiver(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     min_severity: SeverityName = "info"
+    group_by: list[GroupBy] | None = None  # None: [alerting] group_by
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     enabled: bool = True
 

@@ -18,6 +18,7 @@ receivers were last told a different state, the current state is sent (`sync`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -212,9 +213,9 @@ def maintain(row: AlertRow, now: datetime, cfg: AlertingConfig) -> Outcome:
     return Outcome(new, events, kinds, counters)
 
 
-def group_key(row: AlertRow, cfg: AlertingConfig) -> str:
+def group_key(row: AlertRow, cfg: AlertingConfig, group_by: Sequence[str] | None = None) -> str:
     """The notification group of `row` (by zone and device by default)."""
-    parts = [str(getattr(row, g) or "-") for g in cfg.group_by]
+    parts = [str(getattr(row, g) or "-") for g in (cfg.group_by if group_by is None else group_by)]
     return "/".join(parts)
 
 

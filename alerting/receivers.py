@@ -221,7 +221,7 @@ class EmailSender:
                                        domain="gridwatch.local")
         msg["X-GridWatch-Notifications"] = ",".join(str(r.id) for r in rows)
         lines = []
-        for r in rows:
+        for r in rows[:MAX_EMAIL_ITEMS]:
             a = r.payload
             lines.append(f"[{r.kind.upper()}] {a['severity'].upper()} {a['key']}\n"
                          f"  {a['summary']}\n"
@@ -229,6 +229,8 @@ class EmailSender:
                          f"since {a['started_at']}" + (f", resolved {a['resolved_at']}" if a.get("resolved_at") else "")
                          + (f"\n  recommendation: {a['recommendation']}" if a.get("recommendation") else "")
                          + f"\n  {a.get('url', '')}\n")
+        if len(rows) > MAX_EMAIL_ITEMS:
+            lines.append(f"... and {len(rows) - MAX_EMAIL_ITEMS} more; see GET /api/v1/alerts")
         msg.set_content("\n".join(lines))
         return msg
 
@@ -266,5 +268,8 @@ class EmailSender:
     async def close(self) -> None:
         """Nothing to close (one connection per message)."""
 
+
+MAX_EMAIL_ITEMS = 50
+"""At most this many notifications are written out in one e-mail (all are counted)."""
 
 _SEV = {"info": 0, "warning": 1, "minor": 2, "major": 3, "critical": 4}

@@ -188,7 +188,6 @@ class AlertingService:
             prev = None
             if old is not None and old.notified_state == "firing" and old.notified_severity != row.severity:
                 prev = old.notified_severity
-            gk = lifecycle.group_key(row, self.cfg)
             for kind in out.notify:
                 payload = lifecycle.snapshot(row, kind, self.cfg, prev if kind == "firing" else None)
                 for r in self.receivers:
@@ -196,6 +195,7 @@ class AlertingService:
                         continue
                     if kind == "escalation" and r.name not in self._esc_receivers:
                         continue
+                    gk = lifecycle.group_key(row, self.cfg, r.group_by)
                     notes.append(NewNotification(alert_id, r.name, kind, gk, payload, now))
             for ev in out.events:
                 events.append(dataclasses.replace(ev, details=dict(ev.details, alert_id=alert_id)))

@@ -266,3 +266,14 @@ async def test_pending_rows_of_a_removed_receiver_are_marked_failed(db: Database
             await task
     events = await svc2.list_events(EventFilter(text="no longer configured"))
     assert len(events) == 1
+
+
+async def test_receiver_group_by_override(db: Database) -> None:
+    clock = ManualClock()
+    c = cfg(receivers=[{"kind": "webhook", "name": "hook", "url": "http://127.0.0.1:9", "secret": "x",
+                        "group_by": ["zone"]}], escalation={"after_s": {}})
+    hook = Recorder("hook")
+    svc = AlertingService(c, AlertStore(db), None, clock=clock, senders=[hook])
+    await svc.submit([mk(f"hi:p{i}", device=f"rtu{i}") for i in range(5)] + [mk("hi:w", zone="west")])
+    await drain(svc)
+    assert hook.messages == 2 and len(hook.got) == 6  # north and west
