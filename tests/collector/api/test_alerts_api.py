@@ -120,6 +120,8 @@ async def test_reads_need_viewer_and_filter(api: Any) -> None:
     alerts = (await r.json())["alerts"]
     assert {a["key"] for a in alerts} == {"hi:p1", "lo:p2"}
     assert alerts[0]["severity"] == "critical" and alerts[0]["zone"] == "north"
+    r = await client.get("/api/v1/alerts", params={"key": "lo:p2"}, headers=auth(VIEWER))
+    assert [a["key"] for a in (await r.json())["alerts"]] == ["lo:p2"]
     r = await client.get("/api/v1/alerts", params={"state": "resolved"}, headers=auth(VIEWER))
     assert (await r.json())["alerts"] == []
     r = await client.get("/api/v1/events", params={"kind": "alert", "q": "hi:p1"}, headers=auth(VIEWER))
