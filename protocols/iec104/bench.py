@@ -1,0 +1,248 @@
+"""IEC-104 ingest benchmark: simulated outstation -> driver -> normalize -> storage.
+
+The outstation (simulators.iec104, c104 server) runs in its own process with `--points`
+points over `--stations` common addresses, all M_ME_TF_1 (time-tagged, so every update is a
+distinct (point, ts) row). The bench measures: the GI of every point (first ActCon to last
+ActTerm), then `--duration` seconds of spontaneous updates at `--rate` updates/s sent in
+multi-object ASDUs, received by the GridWatch driver, normalized by the collector's
+`Normalizer` and written by storage's `ReadingWriter` (binary COPY) into an embedded
+PostgreSQL (or `--dsn`). It compares sent, received and stored counts: lost must be 0.
+
+    gridwatch bench iec104 [--points 50000] [--rate 20000] [--duration 30] [--no-storage]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing as mp
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from core.config import FilterConfig, ResolvedSource, parse_config
+from core.interfaces import DriverContext, SourceHealth
+from core.records import Reading
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `gridwatch bench iec104`."""
+    p.add_argument("--points", type=int, default=50_000, help="points in the outstation (default 50000)")
+    p.add_argument("--stations", type=int, default=10, help="common addresses (default 10)")
+    p.add_argument("--rate", type=float, default=20_000, help="spontaneous updates/s (default 20000)")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds of streaming (default 30)")
+    p.add_argument("--dsn", default=None, help="PostgreSQL DSN (default: a temporary embedded PostgreSQL)")
+    p.add_argument("--no-storage", action="store_true", help="stop after the driver (no normalize/storage)")
+    p.add_argument("--port", type=int, default=0, help="outstation port (default: a free port)")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------------- outstation process
+def _outstation(conn: Connection, port: int, stations: int, per_station: int) -> None:
+    from simulators.iec104 import Outstation, PointDef, Update
+
+    pts = [PointDef(ca, ioa, "M_ME_TF_1", value=0.0) for ca in range(1, stations + 1)
+           for ioa in range(1, per_station + 1)]
+    sim = Outstation(pts, ports=[port])
+    sim.start()
+    conn.send(("ready", len(pts)))
+    while True:
+        cmd = conn.recv()
+        if cmd[0] == "stop":
+            break
+        _, rate, duration = cmd
+        keys = list(sim.points)
+        tick = 0.05
+        per_tick = max(1, int(rate * tick))
+        pos = 0
+        sent = 0
+        t0 = time.monotonic()
+        k = 0
+        while time.monotonic() - t0 < duration:
+            now = datetime.now(UTC)
+            ups = []
+            for _ in range(per_tick):
+                ca, ioa = keys[pos]
+                pos = (pos + 1) % len(keys)
+                ups.append(Update(ca, ioa, sim.points[(ca, ioa)].value + 1.0, 0, now))
+            sent += sim.update_many(ups)
+            k += 1
+            delay = t0 + k * tick - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        elapsed = time.monotonic() - t0
+        # let the queue drain (pacing counts what left the server)
+        ep = sim.endpoints[0]
+        deadline = time.monotonic() + 30
+        while ep.enqueued_objects > ep.sent_objects and time.monotonic() < deadline:
+            time.sleep(0.05)
+        conn.send(("done", sent, elapsed, sim.lost, ep.sent_objects))
+    sim.stop()
+    conn.send(("stopped",))
+
+
+# ---------------------------------------------------------------------- bench
+def _source(port: int, stations: int, per_station: int) -> ResolvedSource:
+    raw = {"sources": [{
+        "name": "bench", "kind": "iec104",
+        "options": {"endpoints": [{"host": "127.0.0.1", "port": port}],
+                    "common_addresses": list(range(1, stations + 1)), "counter_mode": "off",
+                    "gi_interval_min": 0, "clock_sync_min": 0, "gi_timeout_s": 60},
+        "points": [{"name": f"b{ca}_{ioa}", "key": f"{ca}/{ioa}", "options": {"type": "M_ME_TF_1"}}
+                   for ca in range(1, stations + 1) for ioa in range(1, per_station + 1)],
+    }]}
+    from protocols.iec104 import SOURCE_KIND
+
+    return parse_config(raw, Path("bench.toml"), {"iec104": SOURCE_KIND}, {}).sources[0]
+
+
+async def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    from protocols.iec104.driver import Iec104Driver
+
+    stations = max(1, args.stations)
+    per_station = max(1, args.points // stations)
+    port = args.port or _free_port()
+    ctx_mp = mp.get_context("spawn")
+    parent, child = ctx_mp.Pipe()
+    proc = ctx_mp.Process(target=_outstation, args=(child, port, stations, per_station), daemon=True)
+    t_setup = time.monotonic()
+    proc.start()
+    result: dict[str, Any] = {"points": stations * per_station, "stations": stations, "rate": args.rate,
+                              "duration_s": args.duration}
+    pg = None
+    tmpdir: str | None = None
+    db = None
+    try:
+        msg = await asyncio.to_thread(parent.recv)
+        assert msg[0] == "ready"
+        src = await asyncio.to_thread(_source, port, stations, per_station)
+        writer = normalizer = None
+        if not args.no_storage:
+            from collector.normalize import Normalizer
+            from storage.db import Database
+            from storage.migrate import migrate
+            from storage.points import register_points
+            from storage.writer import ReadingWriter
+
+            dsn = args.dsn
+            if dsn is None:
+                from storage.embedded import EmbeddedPostgres
+
+                tmpdir = tempfile.mkdtemp(prefix="gw-bench-iec104-")
+                pg = EmbeddedPostgres(Path(tmpdir) / "data")
+                dsn = await asyncio.to_thread(pg.start)
+            db = await Database.open(dsn)
+            await migrate(db)
+            ids = await register_points(db, list(src.points))
+            normalizer = Normalizer(src, ids, FilterConfig())
+            writer = ReadingWriter(db)
+        result["setup_s"] = round(time.monotonic() - t_setup, 1)
+
+        health = SourceHealth("bench")
+        drv = Iec104Driver(src, DriverContext(clock=lambda: datetime.now(UTC), health=health))
+        received = 0
+        gi_points = 0
+        stored_q: list[Reading] = []
+        stop_writer = asyncio.Event()
+
+        async def write_loop() -> None:
+            assert writer is not None
+            while True:
+                if not stored_q:
+                    if stop_writer.is_set():
+                        return
+                    await asyncio.sleep(0.05)
+                    continue
+                batch = stored_q[:]
+                del stored_q[:len(batch)]
+                await writer.write(batch)
+
+        wtask = asyncio.create_task(write_loop()) if writer is not None else None
+        phase = "gi"
+        stream_t0 = 0.0
+        last_rx = 0.0
+
+        async def consume() -> None:
+            nonlocal received, gi_points, last_rx
+            async for batch in drv.samples():
+                n = len(batch.samples)
+                if phase == "gi":
+                    gi_points += n
+                else:
+                    received += n
+                    last_rx = time.monotonic()
+                if normalizer is not None:
+                    stored_q.extend(normalizer.normalize(batch.samples))
+
+        ctask = asyncio.create_task(consume())
+        deadline = time.monotonic() + 120
+        while len(drv.gi_results) < stations and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        gi_time = sum(t for _, _, t in drv.gi_results)
+        result["gi_s"] = round(gi_time, 3)
+        result["gi_objects"] = sum(n for _, n, _ in drv.gi_results)
+        result["gi_incomplete"] = health.counters["gi_incomplete"]
+        await asyncio.sleep(0.5)
+        phase = "stream"
+        stream_t0 = time.monotonic()
+        parent.send(("stream", args.rate, args.duration))
+        msg = await asyncio.to_thread(parent.recv)
+        _, sent, elapsed, sim_lost, left_server = msg
+        deadline = time.monotonic() + 30
+        while received < sent and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        rx_elapsed = (last_rx or time.monotonic()) - stream_t0
+        result.update(sent=sent, send_s=round(elapsed, 2), sent_rate=round(sent / elapsed),
+                      received=received, received_rate=round(received / max(rx_elapsed, 1e-9)),
+                      lost_in_outstation=sim_lost, left_outstation=left_server,
+                      lost=sent - received, duplicates=health.counters["duplicates"],
+                      backpressure_waits=health.counters["backpressure_waits"], pending_high=drv.pending_high)
+        ctask.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await ctask
+        await drv.close()
+        if wtask is not None and writer is not None:
+            stop_writer.set()
+            await wtask
+            result.update(stored=writer.stats.inserted, stored_duplicates=writer.stats.duplicates,
+                          stored_expected=gi_points + received,
+                          stored_lost=gi_points + received - writer.stats.inserted,
+                          write_s=round(writer.stats.write_seconds, 2))
+        else:
+            result["storage"] = "skipped (--no-storage)"
+        parent.send(("stop",))
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(parent.recv)
+    finally:
+        if db is not None:
+            await db.close()
+        if pg is not None:
+            await asyncio.to_thread(pg.stop)
+        if tmpdir:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and print its figures; exit 1 when anything was lost."""
+    res = asyncio.run(_bench(args))
+    width = max(len(k) for k in res)
+    for k, v in res.items():
+        print(f"{k:<{width}}  {v}")
+    lost = res.get("lost", 0) or res.get("stored_lost", 0) or res.get("lost_in_outstation", 0)
+    return 1 if lost else 0
