@@ -138,6 +138,7 @@ class AlertFilter:
     zone: str | None = None
     device: str | None = None
     rule: str | None = None
+    key: str | None = None
     before_id: int | None = None
     limit: int = 100
 

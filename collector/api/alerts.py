@@ -156,12 +156,10 @@ async def list_alerts(request: web.Request) -> web.Response:
             raise _error(400, f"parameter 'severity': {q['severity']!r} is not one of "
                               f"{', '.join(s.name.lower() for s in Severity)}") from None
     f = AlertFilter(state=state, min_severity=sev, zone=q.get("zone") or None, device=q.get("device") or None,
-                    rule=q.get("rule") or None, before_id=_int(request, "before", None, 1, 2**62),
+                    rule=q.get("rule") or None, key=q.get("key") or None,
+                    before_id=_int(request, "before", None, 1, 2**62),
                     limit=_int(request, "limit", 100, 1, MAX_LIMIT) or 100)
     rows = await _store(request).list_alerts(f)
-    key = q.get("key")
-    if key:
-        rows = [r for r in rows if r.key == key]
     now = utcnow()
     return web.json_response({"alerts": [alert_json(r, now) for r in rows]})
 

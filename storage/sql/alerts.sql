@@ -54,6 +54,7 @@ WHERE (%(state)s::text IS NULL OR state = %(state)s)
   AND (%(zone)s::text IS NULL OR zone = %(zone)s)
   AND (%(device)s::text IS NULL OR device = %(device)s)
   AND (%(rule)s::text IS NULL OR rule = %(rule)s)
+  AND (%(key)s::text IS NULL OR key = %(key)s)
   AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s)
 ORDER BY (state = 'firing') DESC, severity DESC, id DESC
 LIMIT %(limit)s;
