@@ -7,7 +7,7 @@ decoder. Patterns are MQTT filters whose wildcards may carry a capture name:
 
 Keys (what `RawSample.key` carries, and what `PointSpec.key` must say):
 
-* JSON: by default the captured ids in order (topic captures first, then per-reading `ids`)
+* JSON: by default the captured ids in order (named wildcards only) (topic captures first, then per-reading `ids`)
   joined by `/`, then `/` and the field name: `amr/+meter/readings` with field `p` gives
   `m00001/p`. A mapping's `key` template (`"{meter}.{field}"`) overrides that.
 * Sparkplug B: `<group>/<edge node>/<metric name>` for node metrics and

@@ -122,6 +122,9 @@ class JsonDecoder:
             _Field(name, *compile_path(f.path or name), f.scale, f.offset, f.unit) for name, f in o.fields.items()
         ]
         self._template = mapping.key
+        self._named_idx = [i for i, n in enumerate(self.pattern.names) if n]
+        self._names = [n for n in self.pattern.names if n]
+        self._unnamed = len(self._named_idx) != len(self.pattern.names)
         self._points = points
         self._cache: dict[tuple[str, str], tuple[str, float]] = {}
         self.unit_problems: list[str] = []
@@ -177,7 +180,9 @@ class JsonDecoder:
             problems.append(Problem("shape", f"{where or 'payload'}: expected an object or an array of objects, "
                                              f"got {type(readings).__name__}"))
             return
-        pattern_named = self.pattern.named(captured) if self._template is not None else {}
+        if self._unnamed:  # unnamed wildcards match but are not ids
+            captured = tuple(captured[i] for i in self._named_idx)
+        pattern_named = dict(zip(self._names, captured, strict=True)) if self._template is not None else {}
         source = self.source
         last_raw_ts: Any = _MISSING
         last_ts: datetime | None = None

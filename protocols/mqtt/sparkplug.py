@@ -5,9 +5,10 @@ The codec covers the fields GridWatch needs (payload timestamp/seq/uuid/body, me
 name/alias/timestamp/datatype/is_historical/is_transient/is_null and every scalar value) and
 skips the rest (datasets, templates, properties, metadata) by wire type, as protobuf does.
 
-State per edge node: aliases learned from NBIRTH/DBIRTH (node and device metrics share one
-alias space per node), the last sequence number (0-255, gaps are counted and reported), and the
-last value of every metric, so NDEATH/DDEATH can flag the node's points NOT_TOPICAL|COMM_FAIL.
+State per edge node: aliases learned from NBIRTH/DBIRTH (kept per node and per device, which
+also accepts publishers that reuse alias numbers across devices), the last sequence number
+(0-255, gaps are counted and reported), and the last value of every metric, so NDEATH/DDEATH
+can flag the node's points NOT_TOPICAL|COMM_FAIL.
 Keys: `<group>/<edge>/<metric>` (node metrics) and `<group>/<edge>/<device>/<metric>`.
 """
 
@@ -135,8 +136,10 @@ def encode_metric(m: Metric) -> bytes:
         _varint(1 if v else 0, out)
     elif dt in (STRING, TEXT):
         _bytes_field(15, str(v).encode(), out)
-    else:
+    elif isinstance(v, bytes | bytearray):
         _bytes_field(16, bytes(v), out)
+    else:
+        raise TypeError(f"metric {m.name!r}: datatype {dt} needs bytes, got {type(v).__name__}")
     return bytes(out)
 
 
@@ -310,7 +313,7 @@ DEATH_QUALITY = Quality.NOT_TOPICAL | Quality.COMM_FAIL
 class _Node:
     born: bool = False
     seq: int | None = None
-    aliases: dict[int, tuple[str | None, str]] = field(default_factory=dict)  # alias -> (device, name)
+    aliases: dict[tuple[str | None, int], str] = field(default_factory=dict)  # (device, alias) -> name
     last: dict[str, float] = field(default_factory=dict)  # key -> last value
     devices: dict[str, set[str]] = field(default_factory=dict)  # device -> keys seen
 
@@ -410,7 +413,7 @@ class SparkplugDecoder:
             assert device is not None
             self.health.links[f"{node_id}/{device}"] = "up"
             self.health.count("sparkplug_births")
-            for a in [a for a, (d, _) in node.aliases.items() if d == device]:
+            for a in [a for a in node.aliases if a[0] == device]:
                 del node.aliases[a]
         elif mtype == "DDEATH":
             assert device is not None
@@ -428,19 +431,19 @@ class SparkplugDecoder:
         for i, m in enumerate(p.metrics):
             name = m.name
             if birth and m.alias is not None and name is not None:
-                node.aliases[m.alias] = (dev, name)
+                node.aliases[(dev, m.alias)] = name
             if name is None:
                 if m.alias is None:
                     problems.append(Problem("metric", f"metrics[{i}]: neither name nor alias ({mtype} from {node_id})"))
                     continue
-                hit = node.aliases.get(m.alias)
-                if hit is None or hit[0] != dev:
+                hit = node.aliases.get((dev, m.alias))
+                if hit is None:
                     who = f"{node_id}/{dev}" if dev else node_id
                     problems.append(Problem("alias", f"metrics[{i}].alias: unknown alias {m.alias} "
                                                      f"({mtype} from {who}; no birth seen)"))
                     unknown_alias = True
                     continue
-                name = hit[1]
+                name = hit
             if name == "bdSeq" or name.startswith("Node Control/"):
                 continue
             x = numeric(m)

@@ -188,6 +188,10 @@ class HeadEnd:
         base = f"spBv1.0/{self.cfg.sparkplug_group}/{mtype}/{self.cfg.sparkplug_node}"
         return f"{base}/{device}" if device else base
 
+    def _alias(self, meter_index: int, fld: str) -> int:
+        """Aliases are unique within the edge node (Sparkplug B), across its devices."""
+        return meter_index * len(self.aliases) + self.aliases[fld]
+
     def _next_seq(self) -> int:
         s = self._seq
         self._seq = (self._seq + 1) % 256
@@ -201,9 +205,9 @@ class HeadEnd:
             Metric(name="bdSeq", value=0, datatype=8),
             Metric(name="Node Control/Rebirth", value=False, datatype=11)])
         msgs = [(self._sp_topic("NBIRTH"), encode_payload(nb))]
-        for name in self.meter_names:
-            metrics = [Metric(name=f, alias=a, datatype=DOUBLE, is_null=True, timestamp=ts_ms)
-                       for f, a in self.aliases.items()]
+        for i, name in enumerate(self.meter_names):
+            metrics = [Metric(name=f, alias=self._alias(i, f), datatype=DOUBLE, is_null=True, timestamp=ts_ms)
+                       for f in self.aliases]
             msgs.append((self._sp_topic("DBIRTH", name), encode_payload(Payload(timestamp=ts_ms, seq=self._next_seq(),
                                                                                 metrics=metrics))))
         # births must arrive in order: publish sequentially
@@ -250,7 +254,7 @@ class HeadEnd:
             if kind is not None:
                 self._label(keys, ts, kind)
 
-        for name, meter in zip(self.meter_names, self.meters, strict=True):
+        for mi, (name, meter) in enumerate(zip(self.meter_names, self.meters, strict=True)):
             values = meter.sample(ts)
             vals = {f: round(values[f], 4) for f in cfg.fields}
             if "json" in cfg.formats:
@@ -272,7 +276,7 @@ class HeadEnd:
                 skeys = [f"{cfg.sparkplug_group}/{cfg.sparkplug_node}/{name}/{f}" for f in cfg.fields]
                 for k, v in zip(skeys, vals.values(), strict=True):
                     readings[k] = (v, ts)
-                metrics = [Metric(alias=self.aliases[f], datatype=DOUBLE, value=v, timestamp=ts_ms)
+                metrics = [Metric(alias=self._alias(mi, f), datatype=DOUBLE, value=v, timestamp=ts_ms)
                            for f, v in vals.items()]
                 kind = self._faults_for()
                 if kind in ("late", "out_of_order"):
@@ -305,12 +309,11 @@ class HeadEnd:
             log.warning("late publish failed: %s", e)
 
     async def flush(self) -> None:
-        """Publish everything still held back (out-of-order and late messages) now."""
+        """Publish what is held back for out-of-order delivery now and wait for late messages."""
         held, self._held = self._held, []
         await self._publish_all(held)
-        for t in list(self._late):
-            t.cancel()
-        self._late.clear()
+        if self._late:
+            await asyncio.gather(*list(self._late))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish at every interval boundary of the (possibly accelerated) clock until `stop`."""
