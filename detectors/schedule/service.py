@@ -119,9 +119,13 @@ class ScheduleService:
             cur = hour_of(now, self.tz)
             grace = timedelta(seconds=self.config.final_after_s)
             if self._next_to_close is None:
-                self._next_to_close = cur.start
+                # after a restart: close what was left open, and catch up on hours missed while
+                # down (at most `recompute_days` back)
                 for start in await self.store.open_hours_before(cur.start):
                     await self._finalize(hour_of(start, self.tz), now, journal_changes=False)
+                last = await self.store.last_final_end()
+                floor = hour_of(now - timedelta(days=self.config.recompute_days), self.tz).start
+                self._next_to_close = cur.start if last is None else max(min(last, cur.start), floor)
             # close every hour that ended (plus grace) since the last tick, in order
             while True:
                 h = hour_of(self._next_to_close, self.tz)

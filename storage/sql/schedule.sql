@@ -36,17 +36,17 @@ WITH ids AS (SELECT unnest(%(ids)s::integer[]) AS point_id),
 base_before AS (
     SELECT DISTINCT ON (point_id) point_id, ts, value FROM readings
     WHERE point_id = ANY(%(ids)s) AND ts >= %(start)s - %(tol)s AND ts <= %(start)s
-      AND (quality & %(bad)s) = 0 AND value = value
+      AND (quality & %(bad)s) = 0 AND value <> 'NaN'::float8
     ORDER BY point_id, ts DESC),
 base_inside AS (
     SELECT DISTINCT ON (point_id) point_id, ts, value FROM readings
     WHERE point_id = ANY(%(ids)s) AND ts > %(start)s AND ts <= %(end)s
-      AND (quality & %(bad)s) = 0 AND value = value
+      AND (quality & %(bad)s) = 0 AND value <> 'NaN'::float8
     ORDER BY point_id, ts ASC),
 last_inside AS (
     SELECT DISTINCT ON (point_id) point_id, ts, value FROM readings
     WHERE point_id = ANY(%(ids)s) AND ts > %(start)s AND ts <= %(end)s
-      AND (quality & %(bad)s) = 0 AND value = value
+      AND (quality & %(bad)s) = 0 AND value <> 'NaN'::float8
     ORDER BY point_id, ts DESC)
 SELECT i.point_id,
        coalesce(b.ts, bi.ts) AS base_ts, coalesce(b.value, bi.value) AS base_value,
@@ -65,7 +65,7 @@ WITH s AS (
     FROM readings
     WHERE point_id = ANY(%(ids)s) AND ts >= %(start)s - make_interval(secs => %(max_gap)s)
       AND ts <= %(end)s + make_interval(secs => %(max_gap)s)
-      AND (quality & %(bad)s) = 0 AND value = value
+      AND (quality & %(bad)s) = 0 AND value <> 'NaN'::float8
     WINDOW w AS (PARTITION BY point_id ORDER BY ts)),
 c AS (
     SELECT point_id, t0, t1, v0, v1,
