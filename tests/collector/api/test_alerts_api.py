@@ -35,8 +35,6 @@ class _Journal:
 
 @pytest.fixture
 async def api(pg_dsn: str) -> AsyncIterator[tuple[TestClient[Any, Any], AlertingService, CollectorRegistry]]:
-    from aiohttp import web
-
     db = await Database.open(pg_dsn, pool_size=3, backend="postgres")
     try:
         await migrate(db)
@@ -51,9 +49,7 @@ async def api(pg_dsn: str) -> AsyncIterator[tuple[TestClient[Any, Any], Alerting
         ctx = ApiContext(config=cfg, db=db, registry=registry, journal=_Journal(),
                          tokens={VIEWER: ("vera", "viewer"), OPERATOR: ("olga", "operator")},
                          features={"alerting": svc})
-        app = web.Application()
-        app[CTX_KEY] = ctx
-        setup(app, ctx)
+        app = _app(ctx)
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
         try:
@@ -62,6 +58,20 @@ async def api(pg_dsn: str) -> AsyncIterator[tuple[TestClient[Any, Any], Alerting
             await client.close()
     finally:
         await db.close()
+
+
+def _app(ctx: ApiContext) -> Any:
+    """The daemon's own application when the collector's server exists, else just our routes."""
+    from aiohttp import web
+
+    try:
+        from collector.api.server import build_app
+    except ModuleNotFoundError:
+        app = web.Application()
+        app[CTX_KEY] = ctx
+        setup(app, ctx)
+        return app
+    return build_app(ctx, feature_modules=("collector.api.alerts",))
 
 
 def auth(token: str | None) -> dict[str, str]:
