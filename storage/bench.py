@@ -27,7 +27,7 @@ def synthetic_readings(n_points: int, rows: int, start: datetime | None = None) 
 async def copy_ceiling(db: Database, n_points: int, rows: int, *, batch_rows: int = 50_000) -> float:
     """Rows/s of raw binary COPY of `rows` synthetic readings into a scratch table.
 
-    The scratch table has the schema and primary key of `readings` and its layout on this
+    The scratch table has the schema and indexes (primary key, BRIN on ts) of `readings` and its layout on this
     backend (daily partitions on PostgreSQL, a 1-day-chunk hypertable on TimescaleDB); the
     COPY buffers are encoded before timing starts, so this is the server's ceiling. The
     table is dropped afterwards.
@@ -54,6 +54,7 @@ async def copy_ceiling(db: Database, n_points: int, rows: int, *, batch_rows: in
                 await conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
                     sql.Identifier(f"{_SCRATCH}_{d:%Y%m%d}"), table, sql.Literal(lo), sql.Literal(hi)))
                 d += timedelta(days=1)
+        await conn.execute(sql.SQL("CREATE INDEX ON {} USING brin (ts)").format(table))
         await conn.commit()
         try:
             copy_stmt = sql.SQL("COPY {} (point_id, ts, value, quality, received_at) FROM STDIN (FORMAT BINARY)"

@@ -134,15 +134,15 @@ async def refresh_rollups(db: Database, since: datetime, until: datetime | None 
     """
     if since.tzinfo is None:
         raise ValueError("refresh_rollups: since must be timezone-aware")
-    mark: list[datetime | None] = [None]
+    mark: list[datetime | None] = [floor_time(since, timedelta(minutes=15))]  # storage_jobs.watermark
     async with _job(db, "rollups", mark):
         if db.backend == "timescaledb":
             await _refresh_caggs(db, since, until)
         else:
-            mark[0] = await _refresh_tables(db, since, until)
+            await _refresh_tables(db, since, until)
 
 
-async def _refresh_tables(db: Database, since: datetime, until: datetime | None) -> datetime | None:
+async def _refresh_tables(db: Database, since: datetime, until: datetime | None) -> datetime:
     lo15 = floor_time(since, timedelta(minutes=15))
     lo1h = floor_time(since, timedelta(hours=1))
     hi = _FAR_FUTURE if until is None else until
@@ -152,9 +152,7 @@ async def _refresh_tables(db: Database, since: datetime, until: datetime | None)
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK,))
         await conn.execute(query("maintenance.sql", "refresh_15m"), {"lo": lo15, "hi": max(hi, hi15)})
         await conn.execute(query("maintenance.sql", "refresh_1h"), {"lo": lo1h, "hi": hi1h})
-        cur = await conn.execute(query("maintenance.sql", "max_reading_ts"), {"lo": lo15})
-        row = await fetch_one(cur)
-        return row[0] if row else None
+    return lo15
 
 
 async def _refresh_caggs(db: Database, since: datetime, until: datetime | None) -> None:

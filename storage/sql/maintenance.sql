@@ -64,9 +64,6 @@ SET avg = EXCLUDED.avg, min = EXCLUDED.min, max = EXCLUDED.max, first = EXCLUDED
 WHERE (t.avg, t.min, t.max, t.first, t.last, t.count)
       IS DISTINCT FROM (EXCLUDED.avg, EXCLUDED.min, EXCLUDED.max, EXCLUDED.first, EXCLUDED.last, EXCLUDED.count);
 
--- name: max_reading_ts
-SELECT max(ts) FROM readings WHERE ts >= %(lo)s;
-
 -- name: job_started
 INSERT INTO storage_jobs (name, last_run_at, total_runs)
 VALUES (%(name)s, now(), 1)
