@@ -285,3 +285,22 @@ async def test_every_panel_query_runs_on_real_data(seeded: Database) -> None:
     # every registered query belongs to a panel in the JSON
     all_sql = {t.get("rawSql") for d in built.values() for p in d["panels"] for t in p["targets"]}
     assert {q.sql for q in common.QUERIES if q.kind != "variable"} <= all_sql
+
+
+def test_grafana_env_from_dsn() -> None:
+    from dashboards.grafana import grafana_env, instructions
+
+    env = grafana_env("postgresql://postgres:@/postgres?host=/tmp/pg/data", timescaledb=False)
+    assert env["GRIDWATCH_PG_HOST"] == "/tmp/pg/data" and env["GRIDWATCH_PG_DATABASE"] == "postgres"
+    env = grafana_env("host=db port=5433 dbname=gw user=ro password='p w' sslmode=require", timescaledb=True)
+    assert (env["GRIDWATCH_PG_HOST"], env["GRIDWATCH_PG_PASSWORD"], env["GRIDWATCH_TIMESCALEDB"]) == (
+        "db:5433", "p w", "true")
+    assert env["GRIDWATCH_PG_SSLMODE"] == "require"
+    text = instructions("postgresql://u:s@h:1/d", timescaledb=False)
+    assert "export GRIDWATCH_PG_HOST=h:1" in text
+    # every ${VAR} the provisioning files read is provided
+    base = ROOT / "configs" / "grafana" / "provisioning"
+    wanted = set()
+    for f in base.rglob("*.yaml"):
+        wanted |= set(re.findall(r"\$\{(\w+)\}", f.read_text()))
+    assert wanted <= set(env)
