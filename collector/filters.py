@@ -1,13 +1,14 @@
 """Data-quality filters: range, spike, frozen, duplicate and late. They FLAG, never drop.
 
-One `PointFilter` per point keeps the little state the checks need (last value, last
-timestamps, repeat count). `PointFilter.check` is pure apart from that state and does no I/O,
-so the normalizer calls it inline for every reading.
+One `PointFilter` per point keeps the little state the checks need (last value, last two
+timestamps, repeat count). `PointFilter.check` is pure apart from that state and does no I/O.
+The normalizer calls `check_cut` with the lateness cut-off (`received_at - late_after_s`)
+computed once per receive time, which keeps the per-reading cost to a few comparisons.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from core.config import FilterConfig, ResolvedPoint
 from core.records import Quality
@@ -17,7 +18,7 @@ _SPIKE = int(Quality.SPIKE)
 _FROZEN = int(Quality.FROZEN)
 _DUPLICATE = int(Quality.DUPLICATE)
 _LATE = int(Quality.LATE)
-_RECENT = 8  # timestamps remembered per point to detect duplicates arriving out of order
+_OUT_OF_ORDER_KEPT = 8  # out-of-order timestamps remembered per point to detect their duplicates
 
 
 class PointFilter:
@@ -26,23 +27,28 @@ class PointFilter:
     - range: value outside `[lo, hi]` -> OUT_OF_RANGE
     - spike: |value - previous value| > `spike` -> SPIKE
     - frozen: the same value for `frozen_after` consecutive samples (this one included) -> FROZEN
-    - duplicate: a timestamp already seen (the last few are remembered) -> DUPLICATE
+    - duplicate: a timestamp already seen (the newest two, and recent out-of-order ones) -> DUPLICATE
     - late: `received_at - ts > late_after_s` -> LATE
+
+    A sample older than the newest one (out of order) is checked for range, late and duplicate
+    only; it does not disturb the spike/frozen state of the newest value.
     """
 
-    __slots__ = ("frozen_after", "hi", "last_ts", "last_value", "late_after_s", "lo", "recent", "repeats", "spike")
+    __slots__ = ("frozen_after", "hi", "last_ts", "last_value", "late", "lo", "older", "prev_ts", "repeats",
+                 "spike")
 
     def __init__(self, *, range: tuple[float, float] | None = None, spike: float | None = None,
                  frozen_after: int | None = None, late_after_s: float = 3600.0) -> None:
-        self.lo: float | None = range[0] if range else None
-        self.hi: float | None = range[1] if range else None
+        self.lo: float = range[0] if range else float("-inf")
+        self.hi: float = range[1] if range else float("inf")
         self.spike = spike
         self.frozen_after = frozen_after
-        self.late_after_s = late_after_s
+        self.late = timedelta(seconds=late_after_s)
         self.last_ts: datetime | None = None
+        self.prev_ts: datetime | None = None
         self.last_value: float | None = None
         self.repeats = 0
-        self.recent: list[datetime] = []
+        self.older: list[datetime] | None = None
 
     @classmethod
     def for_point(cls, point: ResolvedPoint, cfg: FilterConfig) -> PointFilter:
@@ -54,24 +60,30 @@ class PointFilter:
 
     def check(self, ts: datetime, value: float, received_at: datetime) -> int:
         """Flags (a `Quality` bit mask as int, for speed) for one reading, updating the state."""
+        return self.check_cut(ts, value, received_at - self.late)
+
+    def check_cut(self, ts: datetime, value: float, late_cut: datetime) -> int:
+        """`check` with the lateness cut-off (`received_at - late_after_s`) precomputed."""
         q = 0
-        lo = self.lo
-        if lo is not None and (value < lo or value > self.hi):  # type: ignore[operator]
-            q |= _OUT_OF_RANGE
-        if (received_at - ts).total_seconds() > self.late_after_s:
+        if value < self.lo or value > self.hi:
+            q = _OUT_OF_RANGE
+        if ts < late_cut:
             q |= _LATE
         last_ts = self.last_ts
         if last_ts is not None and ts <= last_ts:
-            # Same or older timestamp: a duplicate if we saw it, otherwise an out-of-order
-            # sample; neither may disturb the spike/frozen state of the newest value.
-            if ts == last_ts or ts in self.recent:
-                q |= _DUPLICATE
-            else:
-                self._remember(ts)
+            older = self.older
+            if ts == last_ts or ts == self.prev_ts or (older is not None and ts in older):
+                return q | _DUPLICATE
+            if older is None:
+                older = self.older = []
+            older.append(ts)
+            if len(older) > _OUT_OF_ORDER_KEPT:
+                del older[0]
             return q
         last = self.last_value
         if last is not None:
-            if self.spike is not None and abs(value - last) > self.spike:
+            spike = self.spike
+            if spike is not None and abs(value - last) > spike:
                 q |= _SPIKE
             if value == last:
                 self.repeats += 1
@@ -83,12 +95,6 @@ class PointFilter:
         else:
             self.repeats = 1
         self.last_value = value
+        self.prev_ts = last_ts
         self.last_ts = ts
-        self._remember(ts)
         return q
-
-    def _remember(self, ts: datetime) -> None:
-        recent = self.recent
-        recent.append(ts)
-        if len(recent) > _RECENT:
-            del recent[0]

@@ -23,6 +23,7 @@ from core.records import Quality, RawSample, Reading
 
 _CLOCK_INVALID = int(Quality.CLOCK_INVALID)
 _QCACHE: dict[int, Quality] = {}
+_MIN = datetime.min.replace(tzinfo=UTC)
 
 
 def quality_of(q: int) -> Quality:
@@ -101,32 +102,44 @@ class Normalizer:
         get = self._map.get
         future = self._future
         utc = UTC
+        good = Quality.GOOD
+        qcache = _QCACHE
+        reading = Reading
+        last_ra: datetime | None = None
+        late_cut = future_cut = ra = _MIN  # set from the first sample's receive time
+        late = timedelta(seconds=self.filters.late_after_s)
         for s in samples:
             e = get(s.key)
             if e is None:
                 self.unknown.append(s)
                 self.unknown_counts[s.key] += 1
                 continue
-            ra = s.received_at
-            if ra.tzinfo is not utc:
-                ra = _utc(ra)
-            q = int(s.quality)
+            rav = s.received_at
+            if rav is not last_ra:
+                last_ra = rav
+                ra = rav if rav.tzinfo is utc else _utc(rav)
+                late_cut = ra - late
+                future_cut = ra + future
+            sq = s.quality
+            q = 0 if sq is good else int(sq)
             dts = s.device_ts
             if dts is None:
                 ts = ra
             else:
                 if dts.tzinfo is not utc:
-                    if dts.tzinfo is None:  # a naive device time cannot be trusted
-                        dts = None
-                    else:
-                        dts = dts.astimezone(utc)
-                if dts is None or dts - ra > future:
+                    # A naive device time cannot be trusted; an aware one is converted.
+                    dts = None if dts.tzinfo is None else dts.astimezone(utc)
+                if dts is None or dts > future_cut:
                     ts = ra
                     q |= _CLOCK_INVALID
                     self.clock_invalid += 1
                 else:
                     ts = dts
+            f = e.filter
             value = s.value * e.scale + e.offset
-            q |= e.filter.check(ts, value, ra)
-            append(Reading(e.point_id, ts, value, quality_of(q), ra))
+            q |= f.check_cut(ts, value, late_cut)
+            qq = qcache.get(q)
+            if qq is None:
+                qq = quality_of(q)
+            append(reading(e.point_id, ts, value, qq, ra))
         return out

@@ -104,3 +104,12 @@ def test_add_point_at_run_time() -> None:
     n.add_point("new", 99)
     [r] = n.normalize([s("new", 5)])
     assert r.point_id == 99 and r.value == 5
+
+
+def test_non_utc_receive_time_converted_for_every_sample_sharing_it() -> None:
+    n, _ = make()
+    plus5 = timezone(timedelta(hours=5))
+    ra = T0.astimezone(plus5)
+    out = n.normalize([s("freq", 50.0, received=ra), s("40001", 1.0, received=ra)])
+    assert [r.received_at.tzinfo for r in out] == [UTC, UTC]
+    assert all(r.received_at == T0 and r.ts == T0 for r in out)
