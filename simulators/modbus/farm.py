@@ -461,7 +461,8 @@ def farm_from_dict(raw: dict[str, Any], clock: Clock) -> tuple[MeterFarm, FaultP
             names = []
             for g in cfg.groups:
                 names += [name for name, *_ in layout(g)]
-            start = clock()
+            now = clock()
+            start = datetime.fromtimestamp(now.timestamp() // f.interval_s * f.interval_s, now.tzinfo)
             points = [f"{d}.{p}" for d in names for p in f.points]
             kinds = f.kinds if f.kinds is not None else [k for k in ("spike", "dropout", "frozen", "drift", "sag",
                                                                       "swell", "overconsumption", "offline", "corrupt")]
