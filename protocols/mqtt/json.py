@@ -91,14 +91,19 @@ def parse_timestamp(raw: Any, fmt: str) -> datetime:
     raise ValueError(f"unsupported timestamp type {type(raw).__name__}")
 
 
-@dataclass(frozen=True, slots=True)
 class _Field:
-    name: str
-    root: bool
-    steps: Path
-    scale: float
-    offset: float
-    unit: str
+    __slots__ = ("identity", "name", "offset", "root", "scale", "shown", "simple", "steps", "unit")
+
+    def __init__(self, name: str, root: bool, steps: Path, scale: float, offset: float, unit: str) -> None:
+        self.name = name
+        self.root = root
+        self.steps = steps
+        self.scale = scale
+        self.offset = offset
+        self.unit = unit
+        self.simple = len(steps) == 1 and isinstance(steps[0], str)
+        self.identity = scale == 1.0 and offset == 0.0
+        self.shown = _path_name(root, steps)
 
 
 class JsonDecoder:
@@ -182,89 +187,134 @@ class JsonDecoder:
             return
         if self._unnamed:  # unnamed wildcards match but are not ids
             captured = tuple(captured[i] for i in self._named_idx)
-        pattern_named = dict(zip(self._names, captured, strict=True)) if self._template is not None else {}
+        templated = self._template is not None
+        pattern_named = dict(zip(self._names, captured, strict=True)) if templated else {}
+        base_prefix = "/".join(captured) + "/" if captured else ""
+        plain = not self._points
         source = self.source
+        # a message-level timestamp is parsed once
+        ts_spec = self._ts
+        msg_quality = Quality.GOOD
+        msg_ts: datetime | None = None
+        if ts_spec is not None and ts_spec[0]:
+            msg_ts, msg_quality = self._timestamp(msg, ts_spec[1], "", problems)
+            ts_spec = None
+        ts_key = ts_spec[1][0] if ts_spec is not None and len(ts_spec[1]) == 1 else None
         last_raw_ts: Any = _MISSING
         last_ts: datetime | None = None
+        last_q = Quality.GOOD
         for i, r in enumerate(readings):
-            at = where if single else f"{where}[{i}]"
-            if not isinstance(r, dict):
-                problems.append(Problem("shape", f"{at or 'payload'}: expected an object, got {type(r).__name__}"))
+            if type(r) is not dict:
+                problems.append(Problem("shape", f"{_at(where, single, i) or 'payload'}: expected an object, "
+                                                 f"got {type(r).__name__}"))
                 continue
             # timestamp
-            quality = Quality.GOOD
-            device_ts: datetime | None = None
-            if self._ts is not None:
-                raw_ts = resolve(msg if self._ts[0] else r, self._ts[1])
+            quality = msg_quality
+            device_ts = msg_ts
+            if ts_spec is not None:
+                raw_ts = r.get(ts_key, _MISSING) if ts_key is not None else resolve(r, ts_spec[1])
                 if raw_ts is _MISSING or raw_ts is None:
-                    quality = Quality.CLOCK_INVALID
+                    quality, device_ts = Quality.CLOCK_INVALID, None
                 elif raw_ts == last_raw_ts and type(raw_ts) is type(last_raw_ts):
-                    device_ts = last_ts
+                    device_ts, quality = last_ts, last_q
                 else:
-                    try:
-                        device_ts = parse_timestamp(raw_ts, self._ts_fmt)
-                        last_raw_ts, last_ts = raw_ts, device_ts
-                    except ValueError as e:
-                        problems.append(Problem("timestamp", f"{_join(at, self._ts_name())}: {e}"))
-                        quality = Quality.CLOCK_INVALID
+                    device_ts, quality = self._timestamp(r, ts_spec[1], _at(where, single, i), problems, raw_ts)
+                    last_raw_ts, last_ts, last_q = raw_ts, device_ts, quality
             # ids
-            ids = captured
+            prefix = base_prefix
             named = pattern_named
             if self._ids:
                 extra: list[str] = []
                 bad = False
                 for name, root, steps in self._ids:
-                    v = resolve(msg if root else r, steps)
-                    if isinstance(v, str) and v and "/" not in v:
+                    if not root and len(steps) == 1 and type(steps[0]) is str:
+                        v = r.get(steps[0], _MISSING)
+                    else:
+                        v = resolve(msg if root else r, steps)
+                    tv = type(v)
+                    if tv is str and v and "/" not in v:
                         extra.append(v)
-                    elif isinstance(v, int) and not isinstance(v, bool):
+                    elif tv is int:
                         extra.append(str(v))
                     else:
                         shown = "missing" if v is _MISSING else f"not an id ({str(v)[:40]!r})"
-                        problems.append(Problem("id", f"{_join(at, _path_name(root, steps))}: {shown}"))
+                        problems.append(Problem("id", f"{_join(_at(where, single, i), _path_name(root, steps))}: "
+                                                      f"{shown}"))
                         bad = True
                         break
-                    if self._template is not None:
+                    if templated:
                         named = {**named, name: extra[-1]}
                 if bad:
                     continue
-                ids = (*captured, *extra)
+                prefix = base_prefix + "/".join(extra) + "/"
             # values
             if self._fields:
                 for f in self._fields:
-                    v = resolve(msg if f.root else r, f.steps)
-                    if v is _MISSING or v is None:
-                        continue  # sparse readings are allowed
-                    if isinstance(v, bool):
-                        x = 1.0 if v else 0.0
-                    elif isinstance(v, int | float):
-                        x = float(v)
-                    else:
+                    v = (msg if f.root else r).get(f.steps[0], _MISSING) if f.simple else \
+                        resolve(msg if f.root else r, f.steps)
+                    tv = type(v)
+                    if tv is float:
+                        x = v
+                    elif tv is int or tv is bool or tv is str:
                         try:
-                            x = float(v) if isinstance(v, str) else math.nan
-                        except ValueError:
-                            x = math.nan
-                        if math.isnan(x):
-                            problems.append(Problem("value", f"{_join(at, _path_name(f.root, f.steps))}: "
+                            x = float(v)
+                        except (ValueError, OverflowError):
+                            problems.append(Problem("value", f"{_join(_at(where, single, i), f.shown)}: "
                                                              f"not a number ({str(v)[:40]!r})"))
                             continue
-                    if not math.isfinite(x):
-                        problems.append(Problem("value", f"{_join(at, _path_name(f.root, f.steps))}: not finite"))
+                    elif v is _MISSING or v is None:
+                        continue  # sparse readings are allowed
+                    else:
+                        problems.append(Problem("value", f"{_join(_at(where, single, i), f.shown)}: "
+                                                         f"not a number ({str(v)[:40]!r})"))
                         continue
-                    key, factor = self._target(self._key(ids, named, f.name), f.unit)
-                    out.append(RawSample(source, key, (x * f.scale + f.offset) * factor, received_at, device_ts,
+                    if x - x != 0.0:  # NaN or infinite
+                        problems.append(Problem("value", f"{_join(_at(where, single, i), f.shown)}: not finite"))
+                        continue
+                    if f.identity:
+                        pass
+                    else:
+                        x = x * f.scale + f.offset
+                    if templated:
+                        key, factor = self._target(self._template.format(field=f.name, **named), f.unit)  # type: ignore[union-attr]
+                    elif plain:
+                        key, factor = prefix + f.name, 1.0
+                    else:
+                        key, factor = self._target(prefix + f.name, f.unit)
+                    out.append(RawSample(source, key, x * factor if factor != 1.0 else x, received_at, device_ts,
                                          quality))
             else:
                 skip = self._skip
                 for name, v in r.items():
-                    if name in skip or isinstance(v, bool) or not isinstance(v, int | float):
+                    tv = type(v)
+                    if name in skip or not (tv is float or tv is int):
                         continue
-                    x = float(v)
-                    if not math.isfinite(x):
-                        problems.append(Problem("value", f"{_join(at, name)}: not finite"))
+                    try:
+                        x = float(v)
+                    except OverflowError:
+                        x = math.inf
+                    if x - x != 0.0:
+                        problems.append(Problem("value", f"{_join(_at(where, single, i), name)}: not finite"))
                         continue
-                    key, _ = self._target(self._key(ids, named, name), "")
+                    if templated:
+                        key = self._target(self._template.format(field=name, **named), "")[0]  # type: ignore[union-attr]
+                    elif plain:
+                        key = prefix + name
+                    else:
+                        key = self._target(prefix + name, "")[0]
                     out.append(RawSample(source, key, x, received_at, device_ts, quality))
+
+    def _timestamp(self, obj: Any, steps: Path, at: str, problems: list[Problem],
+                   raw: Any = _MISSING) -> tuple[datetime | None, Quality]:
+        if raw is _MISSING:
+            raw = resolve(obj, steps)
+        if raw is _MISSING or raw is None:
+            return None, Quality.CLOCK_INVALID
+        try:
+            return parse_timestamp(raw, self._ts_fmt), Quality.GOOD
+        except ValueError as e:
+            problems.append(Problem("timestamp", f"{_join(at, self._ts_name())}: {e}"))
+            return None, Quality.CLOCK_INVALID
 
     def _readings_name(self) -> str:
         return _path_name(self._readings_root, self._readings)
@@ -276,6 +326,10 @@ class JsonDecoder:
 
 def _path_name(root: bool, steps: Path) -> str:
     return ("$." if root else "") + ".".join(str(s) for s in steps)
+
+
+def _at(where: str, single: bool, i: int) -> str:
+    return where if single else f"{where}[{i}]"
 
 
 def _join(at: str, name: str) -> str:
