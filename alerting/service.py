@@ -279,21 +279,27 @@ class AlertingService:
         for name, n in gone.items():
             await self._journal(f"{n} pending notification(s) for receiver {name!r} marked failed: "
                                 "it is no longer configured")
+        streak = 0  # consecutive failed passes: wait longer (database down), log less
         try:
             while True:
                 self._wake.clear()
                 try:
                     await self.step(loop.time())
+                    streak = 0
                 except asyncio.CancelledError:
                     raise
                 except GridWatchError as e:
+                    streak += 1
                     self.stats.counters["loop_errors"] += 1
-                    log.warning("alerting: %s", e)
+                    if streak == 1 or streak % 20 == 0:
+                        log.warning("alerting: %s (failed passes in a row: %d)", e, streak)
                 except Exception:
+                    streak += 1
                     self.stats.counters["loop_errors"] += 1
                     log.exception("alerting: unexpected error in the delivery loop")
+                wait = min(30.0, self.cfg.poll_interval_s * 2 ** min(streak, 10))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval_s)
+                    await asyncio.wait_for(self._wake.wait(), wait if streak else self.cfg.poll_interval_s)
         finally:
             for s in self.senders:
                 with contextlib.suppress(Exception):
