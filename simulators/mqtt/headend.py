@@ -14,11 +14,19 @@ Every `interval_s` (simulated seconds) it reads every meter (values from
 The keys GridWatch derives: JSON `<meter>/<field>` (pattern `<prefix>/+meter/readings` or a
 batch mapping with `ids = {meter = "meter"}`), Sparkplug `<group>/<node>/<meter>/<field>`.
 
-Faults (probabilities per meter and interval, deterministic for a seed): `late` (held back and
-published `late_s` real seconds later), `duplicate` (published twice), `out_of_order` (held and
-published after the next interval's reading), `corrupt` (the payload is garbled; its readings
-are lost). Each is written to the labels file as JSON lines `{"point", "start", "end", "kind"}`
-with one line per affected point (the derived key) and the reading's timestamp as start/end.
+Message faults (`faults`: probabilities per meter and interval, deterministic for a seed):
+`late` (held back and published `late_s` real seconds later), `duplicate` (published twice),
+`out_of_order` (held and published after the next interval's reading), `corrupt` (the payload
+is garbled; its readings are lost). Late and out-of-order are not injected into Sparkplug B
+(they would break the node's seq order). Value faults (`value_faults`: items of
+`simulators.faults.FaultPlan.from_config`: spike, dropout, frozen, drift, sag, swell,
+overconsumption, clock_skew, offline, corrupt) go through the shared fault plan; clock skew
+shifts a per-meter message's `ts` (batches keep one `ts`).
+
+Labels (JSON lines `{"point", "start", "end", "kind"}`, window [start, end)): the plan's
+faults are written when the head-end starts; each message fault adds one line per affected
+point, named `<meter>.<field>` as the daemon's template devices name them, over
+[reading time, reading time + interval).
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ from typing import Any, Self
 import aiomqtt
 
 from protocols.mqtt.sparkplug import DOUBLE, Metric, Payload, encode_payload
+from simulators import clock_speed
+from simulators.faults import FaultPlan
 from simulators.profiles import PROFILE_KINDS, Meter, Profile
 
 log = logging.getLogger(__name__)
@@ -72,16 +82,19 @@ class HeadEndConfig:
     faults: dict[str, float] = field(default_factory=dict)  # kind -> probability per meter and interval
     late_s: float = 5.0
     labels: str | None = None  # path of the labels file (JSON lines)
+    value_faults: list[dict[str, Any]] = field(default_factory=list)  # simulators.faults.FaultPlan items
     concurrency: int = 200
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HeadEndConfig:
         """Build from a dict (unknown keys are errors that name the key)."""
         known = set(cls.__dataclass_fields__)
-        bad = sorted(set(d) - known)
+        kw = {k: v for k, v in d.items() if k not in ("kind", "config_dir")}  # added by `gridwatch simulate`
+        bad = sorted(set(kw) - known)
         if bad:
             raise ValueError(f"mqtt simulator: unknown key(s) {', '.join(bad)} (known: {', '.join(sorted(known))})")
-        kw = dict(d)
+        if kw.get("labels") and d.get("config_dir") and not Path(kw["labels"]).is_absolute():
+            kw["labels"] = str(Path(d["config_dir"]) / kw["labels"])
         for k in ("formats", "fields"):
             if k in kw:
                 kw[k] = (kw[k],) if isinstance(kw[k], str) else tuple(kw[k])
@@ -94,6 +107,8 @@ class HeadEndConfig:
                 raise ValueError(f"mqtt simulator: formats: unknown format {f!r}")
         if cfg.mode not in ("per_meter", "batch"):
             raise ValueError(f"mqtt simulator: mode: {cfg.mode!r} is not per_meter or batch")
+        if cfg.value_faults:
+            FaultPlan.from_config(cfg.value_faults)  # raises ValueError naming the fault
         return cfg
 
 
@@ -133,6 +148,7 @@ class HeadEnd:
         self.aliases = {f: i + 1 for i, f in enumerate(cfg.fields)}
         self._sem = asyncio.Semaphore(max(1, cfg.concurrency))
         self._batch_no = 0
+        self.plan = FaultPlan.from_config(cfg.value_faults) if cfg.value_faults else FaultPlan(())
 
     async def __aenter__(self) -> Self:
         will = None
@@ -144,7 +160,10 @@ class HeadEnd:
         self.client.pending_calls_threshold = 1_000_000
         await self.client.__aenter__()
         if self.cfg.labels:
+            Path(self.cfg.labels).parent.mkdir(parents=True, exist_ok=True)
             self._labels = open(self.cfg.labels, "a", encoding="utf-8")  # noqa: ASYNC230 (tiny, once)
+            self.plan.write_labels(self._labels)
+            self._labels.flush()
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -177,11 +196,12 @@ class HeadEnd:
         if msgs:
             await asyncio.gather(*(self._publish(t, p) for t, p in msgs))
 
-    def _label(self, keys: Sequence[str], ts: datetime, kind: str) -> None:
+    def _label(self, names: Sequence[str], ts: datetime, kind: str) -> None:
         if self._labels is None:
             return
-        for k in keys:
-            self._labels.write(json.dumps({"point": k, "start": _iso(ts), "end": _iso(ts), "kind": kind}) + "\n")
+        end = _iso(ts + timedelta(seconds=self.cfg.interval_s))
+        for n in names:
+            self._labels.write(json.dumps({"point": n, "start": _iso(ts), "end": end, "kind": kind}) + "\n")
         self._labels.flush()
 
     def _sp_topic(self, mtype: str, device: str | None = None) -> str:
@@ -232,13 +252,15 @@ class HeadEnd:
         late: list[tuple[str, bytes]] = []
         batch: list[dict[str, Any]] = []
         batch_keys: list[str] = []
+        batch_names: list[str] = []
         batch_fault: str | None = None
         if "sparkplug" in cfg.formats and not self._born:
             await self.birth()
         ts_iso = _iso(ts)
         ts_ms = int(ts.timestamp() * 1000)
 
-        def route(kind: str | None, topic: str, payload: bytes, keys: list[str]) -> None:
+        def route(kind: str | None, topic: str, payload: bytes, keys: list[str], names: list[str],
+                  label: bool = True) -> None:
             if kind == "corrupt":
                 cut = max(1, len(payload) // 2)
                 now_msgs.append((topic, payload[:cut] + b"\x00\xff{garbled"))
@@ -251,40 +273,58 @@ class HeadEnd:
                 now_msgs.append((topic, payload))
                 if kind == "duplicate":
                     now_msgs.append((topic, payload))
-            if kind is not None:
-                self._label(keys, ts, kind)
+            if kind is not None and label:
+                self._label(names, ts, kind)
 
+        use_plan = len(self.plan) > 0
         for mi, (name, meter) in enumerate(zip(self.meter_names, self.meters, strict=True)):
             values = meter.sample(ts)
-            vals = {f: round(values[f], 4) for f in cfg.fields}
+            mts = ts
+            plan_corrupt = False
+            if use_plan:  # value faults of simulators.faults (labelled when the file was opened)
+                vals: dict[str, float] = {}
+                for f in cfg.fields:
+                    a = self.plan.apply(f"{name}.{f}", ts, values[f])
+                    if a.value is not None:
+                        vals[f] = round(a.value, 4)
+                        mts = a.ts
+                    plan_corrupt = plan_corrupt or a.corrupt
+                if not vals:
+                    continue  # dropout / offline: nothing is sent
+            else:
+                vals = {f: round(values[f], 4) for f in cfg.fields}
+            names = [f"{name}.{f}" for f in vals]
             if "json" in cfg.formats:
-                keys = [f"{name}/{f}" for f in cfg.fields]
+                keys = [f"{name}/{f}" for f in vals]
                 for k, v in zip(keys, vals.values(), strict=True):
-                    readings[k] = (v, ts)
+                    readings[k] = (v, mts)
                 if cfg.mode == "per_meter":
-                    body = json.dumps({"meter": name, "ts": ts_iso, **vals}, separators=(",", ":")).encode()
-                    route(self._faults_for(), f"{cfg.prefix}/{name}/readings", body, keys)
+                    body = json.dumps({"meter": name, "ts": _iso(mts), **vals}, separators=(",", ":")).encode()
+                    kind = "corrupt" if plan_corrupt else self._faults_for()
+                    route(kind, f"{cfg.prefix}/{name}/readings", body, keys, names, label=not plan_corrupt)
                 else:
                     batch.append({"meter": name, **vals})
                     batch_keys.extend(keys)
+                    batch_names.extend(names)
                     if batch_fault is None:
-                        batch_fault = self._faults_for()
+                        batch_fault = "corrupt" if plan_corrupt else self._faults_for()
                     if len(batch) >= cfg.batch_size:
-                        self._flush_batch(batch, batch_keys, batch_fault, ts_iso, route)
-                        batch, batch_keys, batch_fault = [], [], None
+                        self._flush_batch(batch, batch_keys, batch_names, batch_fault, ts_iso, route)
+                        batch, batch_keys, batch_names, batch_fault = [], [], [], None
             if "sparkplug" in cfg.formats:
-                skeys = [f"{cfg.sparkplug_group}/{cfg.sparkplug_node}/{name}/{f}" for f in cfg.fields]
+                skeys = [f"{cfg.sparkplug_group}/{cfg.sparkplug_node}/{name}/{f}" for f in vals]
+                mts_ms = int(mts.timestamp() * 1000)
                 for k, v in zip(skeys, vals.values(), strict=True):
-                    readings[k] = (v, ts)
-                metrics = [Metric(alias=self._alias(mi, f), datatype=DOUBLE, value=v, timestamp=ts_ms)
+                    readings[k] = (v, mts)
+                metrics = [Metric(alias=self._alias(mi, f), datatype=DOUBLE, value=v, timestamp=mts_ms)
                            for f, v in vals.items()]
-                kind = self._faults_for()
+                kind = "corrupt" if plan_corrupt else self._faults_for()
                 if kind in ("late", "out_of_order"):
                     kind = None  # would break the node's seq order: not injected for Sparkplug
                 body = encode_payload(Payload(timestamp=ts_ms, seq=self._next_seq(), metrics=metrics))
-                route(kind, self._sp_topic("DDATA", name), body, skeys)
+                route(kind, self._sp_topic("DDATA", name), body, skeys, names, label=not plan_corrupt)
         if batch:
-            self._flush_batch(batch, batch_keys, batch_fault, ts_iso, route)
+            self._flush_batch(batch, batch_keys, batch_names, batch_fault, ts_iso, route)
         previous_held, self._held = self._held, held_next
         await self._publish_all(now_msgs)
         await self._publish_all(previous_held)
@@ -294,12 +334,12 @@ class HeadEnd:
             t.add_done_callback(self._late.discard)
         return Published(readings, lost, len(now_msgs) + len(previous_held) + len(late))
 
-    def _flush_batch(self, batch: list[dict[str, Any]], keys: list[str], fault: str | None, ts_iso: str,
-                     route: Callable[[str | None, str, bytes, list[str]], None]) -> None:
+    def _flush_batch(self, batch: list[dict[str, Any]], keys: list[str], names: list[str], fault: str | None,
+                     ts_iso: str, route: Callable[..., None]) -> None:
         self._batch_no += 1
         n = self._batch_no
         body = json.dumps({"ts": ts_iso, "readings": batch}, separators=(",", ":")).encode()
-        route(fault, f"{self.cfg.prefix}/headend/{n}/batch", body, keys)
+        route(fault, f"{self.cfg.prefix}/headend/{n}/batch", body, keys, names)
 
     async def _publish_later(self, msgs: list[tuple[str, bytes]]) -> None:
         await asyncio.sleep(self.cfg.late_s)
@@ -317,7 +357,7 @@ class HeadEnd:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish at every interval boundary of the (possibly accelerated) clock until `stop`."""
-        speed = float(getattr(self.clock, "speed", 1.0)) or 1.0
+        speed = clock_speed(self.clock)
         interval = timedelta(seconds=self.cfg.interval_s)
         epoch = datetime(1970, 1, 1, tzinfo=UTC)
         while not stop.is_set():

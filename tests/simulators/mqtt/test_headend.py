@@ -54,8 +54,8 @@ async def test_json_feed_with_labelled_faults(mqtt_broker: Broker, tmp_path: Pat
         await wait_until(lambda: len(dead) >= n_corrupt_msgs, what="dead letters of corrupted messages")
         assert len(dead) == n_corrupt_msgs and c.health.counters["decode_errors"] == n_corrupt_msgs
         for r in rows:
-            key, ts = r["point"], datetime.fromisoformat(r["start"])
-            assert r["start"] == r["end"]
+            key, ts = r["point"].replace(".", "/"), datetime.fromisoformat(r["start"])
+            assert datetime.fromisoformat(r["end"]) - ts == timedelta(seconds=cfg.interval_s)
             if r["kind"] == "duplicate":
                 await wait_until(lambda key=key, ts=ts: got.update() or Counter(
                     (s.key, s.device_ts) for s in c.samples)[(key, ts)] == 2, what=f"duplicate of {key}")
@@ -74,6 +74,25 @@ async def test_faults_are_deterministic_for_a_seed(mqtt_broker: Broker, tmp_path
         outs.append((p.readings, read_labels(labels)))
     assert outs[0] == outs[1]
     assert outs[0][1]
+
+
+async def test_value_faults_from_the_shared_fault_plan(mqtt_broker: Broker, tmp_path: Path) -> None:
+    labels = tmp_path / "labels.jsonl"
+    window = {"start": "2026-03-01T00:00:00Z", "duration_s": 900}
+    cfg = HeadEndConfig.from_dict({"port": mqtt_broker.port, "meters": 3, "labels": "labels.jsonl",
+                                   "config_dir": str(tmp_path), "kind": "mqtt", "fields": ["voltage_l1", "frequency"],
+                                   "value_faults": [{"point": "m00001.voltage_l1", "kind": "spike", **window},
+                                                    {"point": "m00002", "kind": "offline", **window}]})
+    async with Consumer(make_driver(mqtt_broker.port, [PER_METER], name="amr-vf")) as c:
+        async with HeadEnd(cfg) as h:
+            faulty = await h.cycle(T0)
+            clean = await h.cycle(T0 + timedelta(minutes=15))
+        assert not any(k.startswith("m00002/") for k in faulty.readings)
+        assert faulty.readings["m00001/voltage_l1"][0] > 5 * clean.readings["m00001/voltage_l1"][0]
+        expected = {(k, ts, v) for p in (faulty, clean) for k, (v, ts) in p.readings.items()}
+        await wait_until(lambda: expected <= {(s.key, s.device_ts, s.value) for s in c.samples}, what="readings")
+    assert {(r["point"], r["kind"]) for r in read_labels(labels)} == {("m00001.voltage_l1", "spike"),
+                                                                      ("m00002", "offline")}
 
 
 async def test_batch_and_sparkplug_feeds_reach_the_driver(mqtt_broker: Broker) -> None:
