@@ -19,6 +19,7 @@ rewards the earliest detection in a window and penalises every later false posit
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -243,8 +244,176 @@ class Ensemble:
         return out
 
 
-DETECTORS: dict[str, Callable[[], Ensemble]] = {
-    "ensemble": lambda: Ensemble(),
+
+class RankSurprise:
+    """How extreme a statistic is against its own history (file-calibrated, scale-free).
+
+    Not a new maximum: 0.8 × (-ln p / ln(n+1)) with p = (1 + #{past ≥ s}) / (n + 1), so the
+    second-largest value so far scores just under 0.8. A new maximum scores 0.8 + 0.2 × the
+    relative excess over the previous maximum (capped at +100 %). Nothing before `warm` rows.
+    """
+
+    def __init__(self, warm: int = 50) -> None:
+        self.warm = warm
+        self.sorted: list[float] = []
+        self.max = -math.inf
+
+    def update(self, s: float) -> float:
+        srt = self.sorted
+        n = len(srt)
+        out = 0.0
+        if n >= self.warm:
+            if s > self.max:
+                out = 0.8 + 0.2 * min(1.0, s / self.max - 1.0) if self.max > 0 else 0.8
+            else:
+                ge = n - bisect.bisect_left(srt, s)
+                out = 0.8 * (-math.log((1 + ge) / (n + 1)) / math.log(n + 1))
+        bisect.insort(srt, s)
+        if s > self.max:
+            self.max = s
+        return out
+
+
+class RollingMedian:
+    """Median of the last `w` values fed (before the current one)."""
+
+    def __init__(self, w: int) -> None:
+        self.w = w
+        self.buf: deque[float] = deque()
+        self.sorted: list[float] = []
+
+    def median(self) -> float | None:
+        n = len(self.sorted)
+        if n == 0:
+            return None
+        m = n // 2
+        return self.sorted[m] if n % 2 else 0.5 * (self.sorted[m - 1] + self.sorted[m])
+
+    def push(self, x: float) -> None:
+        self.buf.append(x)
+        bisect.insort(self.sorted, x)
+        if len(self.buf) > self.w:
+            old = self.buf.popleft()
+            del self.sorted[bisect.bisect_left(self.sorted, old)]
+
+
+class WarmContextNovelty:
+    """Context novelty over levels fixed from the first `warm` rows (range ± margin).
+
+    Levels beyond that range keep counting (level 8, 9, ... or -1, -2, ...), so values outside
+    the learnt range form new facts and novel contexts. The warm-up rows are replayed once the
+    range is known (they are past rows: still causal) so their contexts are remembered. The
+    output uses the contextOSE rest rule: 0 for `rest` rows after a raw novelty ≥ `threshold`.
+    """
+
+    def __init__(self, levels: int = 8, warm: int = 300, margin: float = 0.25, max_order: int = 3,
+                 rest: int = 150, threshold: float = 0.75) -> None:
+        self.levels = levels
+        self.warm = warm
+        self.margin = margin
+        self.max_order = max_order
+        self.rest = rest
+        self.threshold = threshold
+        self.pending: list[float] | None = []
+        self.lo = 0.0
+        self.span = 1.0
+        self.hist: deque[int] = deque(maxlen=max_order + 1)
+        self.seen: set[tuple[int, ...]] = set()
+        self.i = 0
+        self.last_high = -1  # index of the last raw score >= threshold
+
+    def _raw(self, x: float) -> float:
+        self.hist.append(math.floor((x - self.lo) / self.span * self.levels))
+        h = tuple(self.hist)
+        novel = total = 0
+        for k in range(1, self.max_order + 1):
+            if len(h) < k + 1:
+                break
+            word = (k, *h[-(k + 1):])
+            total += 1
+            if word not in self.seen:
+                self.seen.add(word)
+                novel += 1
+        return novel / total if total else 0.0
+
+    def _emit(self, raw: float) -> float:
+        i = self.i
+        self.i += 1
+        out = 0.0 if (i < self.rest or (self.last_high >= 0 and i - self.last_high <= self.rest)) else raw
+        if raw >= self.threshold:
+            self.last_high = i
+        return out
+
+    def update(self, x: float) -> float:
+        if self.pending is not None:
+            self.pending.append(x)
+            if len(self.pending) < self.warm:
+                self.i += 1
+                return 0.0
+            lo, hi = min(self.pending), max(self.pending)
+            span = hi - lo if hi > lo else max(abs(hi), 1.0)
+            self.lo = lo - self.margin * span
+            self.span = span * (1 + 2 * self.margin)
+            replay, self.pending = self.pending, None
+            self.i = 0
+            out = 0.0
+            for v in replay:
+                out = self._emit(self._raw(v))
+            return out
+        return self._emit(self._raw(x))
+
+
+@dataclass
+class NabParams:
+    """Method parameters of the `ensemble` detector (chosen on the dev corpus, not per file)."""
+
+    lev_window: int = 50
+    rank_warm: int = 50
+    cn_levels: int = 8
+    cn_warm: int = 300
+    cn_margin: float = 0.25
+    cn_order: int = 3
+    cn_rest: int = 150
+    cn_threshold: float = 0.75
+    cn_weight: float = 0.9
+
+
+class RecordContextEnsemble:
+    """The default NAB detector: rank surprise of three statistics, max with context novelty.
+
+    Statistics: |x - median of the previous `lev_window` values| (level deviation), x (new
+    highs) and -x (new lows), each through `RankSurprise`; the context component is
+    `WarmContextNovelty` × `cn_weight`. Score = max of the four.
+    """
+
+    def __init__(self, params: NabParams | None = None) -> None:
+        p = params or NabParams()
+        self.p = p
+        self.med = RollingMedian(p.lev_window)
+        self.r_lev = RankSurprise(p.rank_warm)
+        self.r_hi = RankSurprise(p.rank_warm)
+        self.r_lo = RankSurprise(p.rank_warm)
+        self.cn = WarmContextNovelty(p.cn_levels, p.cn_warm, p.cn_margin, p.cn_order, p.cn_rest, p.cn_threshold)
+
+    def update(self, x: float) -> float:
+        m = self.med.median()
+        lev = abs(x - m) if m is not None else 0.0
+        self.med.push(x)
+        s = max(self.r_lev.update(lev), self.r_hi.update(x), self.r_lo.update(-x))
+        c = self.cn.update(x) * self.p.cn_weight
+        return min(1.0, max(s, c))
+
+    def score(self, values: Sequence[float] | FloatArray) -> FloatArray:
+        """Score a causal chunk."""
+        out = np.empty(len(values), dtype=np.float64)
+        upd = self.update
+        for i, v in enumerate(values):
+            out[i] = upd(float(v))
+        return out
+
+DETECTORS: dict[str, Callable[[], Ensemble | RecordContextEnsemble]] = {
+    "ensemble": lambda: RecordContextEnsemble(),
+    "likelihood": lambda: Ensemble(),
     "context": lambda: Ensemble(EnsembleParams(use_ew=False)),
     "residual": lambda: Ensemble(EnsembleParams(use_cn=False)),
     # Raw EW residual tail score, no likelihood, no suppression: for fault scoring.
