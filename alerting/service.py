@@ -31,7 +31,7 @@ from alerting import lifecycle
 from alerting.config import AlertingConfig, AlertmanagerReceiver, EmailReceiver, WebhookReceiver
 from alerting.receivers import AlertmanagerSender, DeliveryError, EmailSender, Sender, WebhookSender
 from core.config import GridWatchConfig
-from core.errors import ConfigError, ConfigIssue, GridWatchError, SinkUnavailable
+from core.errors import ConfigError, ConfigIssue, GridWatchError, SinkRejected, SinkUnavailable
 from core.interfaces import Journal
 from core.records import Alert, Event, Severity, utcnow
 from storage.alerts import AlertFilter, AlertRow, AlertStore, AlertTx, EventFilter, NewNotification, OutboxRow
@@ -127,6 +127,7 @@ class AlertingService:
             make_sender(r, cfg, instance) for r in self.receivers]
         self._wake = asyncio.Event()
         self._backlog: deque[Alert] = deque(maxlen=backlog_max)
+        self.rejected: deque[tuple[Alert, str]] = deque(maxlen=100)  # kept for inspection
         self._last_resend: dict[str, float] = {}
         self._last_stats = -1e18
         self._last_maintain = -1e18
@@ -143,6 +144,15 @@ class AlertingService:
             return
         try:
             await self._submit(alerts)
+        except SinkRejected:
+            # One bad alert must not sink the others: apply them one by one, keep the bad ones.
+            for a in alerts:
+                try:
+                    await self._submit([a])
+                except SinkRejected as e:
+                    self.stats.counters["rejected"] += 1
+                    self.rejected.append((a, str(e)))
+                    log.error("alerting: alert %r from rule %r rejected by the database: %s", a.key, a.rule, e)
         except SinkUnavailable as e:
             if len(self._backlog) + len(alerts) > (self._backlog.maxlen or 0):
                 self.stats.counters["backlog_dropped"] += len(self._backlog) + len(alerts) - (self._backlog.maxlen or 0)

@@ -8,11 +8,14 @@ daemons on one database never deliver a row twice. SQL lives in `storage/sql/ale
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import psycopg
@@ -28,6 +31,36 @@ _FILE = "alerts.sql"
 
 def _q(name: str) -> Any:
     return query(_FILE, name)
+
+
+def jsonable(obj: Any) -> Any:
+    """`obj` reduced to what PostgreSQL's jsonb takes: NaN/inf and unknown types become text,
+    datetimes ISO 8601, numpy scalars plain numbers (detector evidence may hold any of them)."""
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj) if math.isfinite(obj) else str(obj)
+    if isinstance(obj, (datetime, date)):
+        return obj.isoformat()
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in obj]
+    item = getattr(obj, "item", None)  # numpy scalars
+    if callable(item):
+        with contextlib.suppress(Exception):
+            return jsonable(item())
+    return str(obj)
+
+
+def _jsonb(obj: Any) -> Jsonb:
+    return Jsonb(jsonable(obj), dumps=lambda o: json.dumps(o, allow_nan=False, separators=(",", ":")))
+
+
+def _utc(v: Any) -> Any:
+    return v.astimezone(UTC) if isinstance(v, datetime) and v.tzinfo is not None else v
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,15 +104,15 @@ class AlertRow:
     def from_row(cls, row: Mapping[str, Any]) -> AlertRow:
         """Build from a `dict_row`."""
         names = {f.name for f in dataclasses.fields(cls)}
-        data = {k: v for k, v in row.items() if k in names}
-        data["transitions"] = tuple(data.get("transitions") or ())
+        data = {k: _utc(v) for k, v in row.items() if k in names}
+        data["transitions"] = tuple(_utc(t) for t in data.get("transitions") or ())
         data["evidence"] = dict(data.get("evidence") or {})
         return cls(**data)
 
     def params(self) -> dict[str, Any]:
         """Query parameters for insert/update."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d["evidence"] = Jsonb(self.evidence)
+        d["evidence"] = _jsonb(self.evidence)
         d["transitions"] = list(self.transitions)
         return d
 
@@ -113,7 +146,7 @@ class OutboxRow:
     def from_row(cls, row: Mapping[str, Any]) -> OutboxRow:
         """Build from a `dict_row`."""
         return cls(id=row["id"], alert_id=row["alert_id"], receiver=row["receiver"], kind=row["kind"],
-                   group_key=row["group_key"], payload=dict(row["payload"]), created_at=row["created_at"],
+                   group_key=row["group_key"], payload=dict(row["payload"]), created_at=_utc(row["created_at"]),
                    attempts=row["attempts"])
 
 
@@ -232,7 +265,7 @@ class AlertTx:
         async with self.conn.cursor() as cur:
             await cur.executemany(_q("enqueue"), [
                 {"alert_id": n.alert_id, "receiver": n.receiver, "kind": n.kind, "group_key": n.group_key,
-                 "payload": Jsonb(n.payload), "created_at": n.created_at} for n in notes])
+                 "payload": _jsonb(n.payload), "created_at": n.created_at} for n in notes])
 
     async def record(self, event: Event) -> None:
         """Append a journal event in this transaction."""
@@ -243,7 +276,7 @@ class AlertTx:
 
 def _event_params(event: Event) -> dict[str, Any]:
     return {"ts": event.ts, "kind": event.kind, "source": event.source, "actor": event.actor,
-            "message": event.message, "details": Jsonb(event.details)}
+            "message": event.message, "details": _jsonb(event.details)}
 
 
 class AlertStore:
@@ -322,15 +355,17 @@ class AlertStore:
 
     async def summary(self) -> list[ReceiverSummary]:
         """Counts per receiver and status."""
-        return [ReceiverSummary(**r) for r in await self._fetch("outbox_summary", {})]
+        return [ReceiverSummary(**{k: _utc(v) for k, v in r.items()})
+                for r in await self._fetch("outbox_summary", {})]
 
     async def list_deliveries(self, *, status: str | None = None, receiver: str | None = None,
                               alert_id: int | None = None, before_id: int | None = None,
                               limit: int = 100) -> list[dict[str, Any]]:
         """Outbox rows, newest first (payload reduced to the alert key)."""
-        return await self._fetch("list_deliveries", {"status": status, "receiver": receiver,
+        rows = await self._fetch("list_deliveries", {"status": status, "receiver": receiver,
                                                      "alert_id": alert_id, "before_id": before_id,
                                                      "limit": limit})
+        return [{k: _utc(v) for k, v in r.items()} for r in rows]
 
     async def purge_outbox(self, before: datetime) -> None:
         """Delete delivered outbox rows older than `before`."""
@@ -340,7 +375,7 @@ class AlertStore:
         """Journal events, newest first."""
         params = dataclasses.asdict(f)
         params["text"] = f"%{f.text}%" if f.text else None
-        return await self._fetch("list_events", params)
+        return [{k: _utc(v) for k, v in r.items()} for r in await self._fetch("list_events", params)]
 
     async def record(self, event: Event) -> None:
         """Append one journal event in its own transaction."""

@@ -277,3 +277,45 @@ async def test_receiver_group_by_override(db: Database) -> None:
     await svc.submit([mk(f"hi:p{i}", device=f"rtu{i}") for i in range(5)] + [mk("hi:w", zone="west")])
     await drain(svc)
     assert hook.messages == 2 and len(hook.got) == 6  # north and west
+
+
+async def test_awkward_evidence_is_stored_not_rejected(db: Database) -> None:
+    from datetime import UTC, datetime
+
+    class Odd:
+        def __str__(self) -> str:
+            return "odd-object"
+
+    clock = ManualClock()
+    svc, hook, _ = service(db, clock)
+    evidence: dict[str, object] = {"score": float("nan"), "limit": float("inf"), "at": datetime(2026, 1, 1, tzinfo=UTC),
+                                   "obj": Odd(), "nested": {"t": (1, 2)}, 3: "int key"}
+    try:
+        import numpy as np
+        evidence["np_float"] = np.float64(1.5)
+        evidence["np_int"] = np.int64(7)
+    except ImportError:
+        pass
+    a = Alert(key="ml:p1", rule="ml", severity=Severity.MAJOR, firing=True, ts=clock(), summary="anomaly",
+              evidence=evidence)
+    await svc.submit([a])
+    assert svc.stats.backlog == 0
+    (row,) = await svc.list_alerts(AlertFilter())
+    assert row.evidence["score"] == "nan" and row.evidence["limit"] == "inf"
+    assert row.evidence["at"] == "2026-01-01T00:00:00+00:00" and row.evidence["obj"] == "odd-object"
+    assert row.evidence["nested"] == {"t": [1, 2]} and row.evidence["3"] == "int key"
+    if "np_int" in evidence:
+        assert row.evidence["np_float"] == 1.5 and row.evidence["np_int"] == 7
+    assert row.started_at.utcoffset() is not None and row.started_at.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+    await drain(svc)
+    assert [k for _, k, _ in hook.got] == ["firing"]
+
+
+async def test_a_rejected_alert_does_not_sink_the_batch(db: Database) -> None:
+    clock = ManualClock()
+    svc, hook, _ = service(db, clock)
+    bad = Alert(key="bad:p1", rule="bad", severity=Severity.MAJOR, firing=True, ts=clock(), summary="nul \x00 byte")
+    await svc.submit([mk("hi:p1"), bad, mk("hi:p2")])
+    assert sorted(r.key for r in await svc.list_alerts(AlertFilter())) == ["hi:p1", "hi:p2"]
+    assert svc.stats.counters["rejected"] == 1
+    assert [a.key for a, _ in svc.rejected] == ["bad:p1"]
