@@ -36,8 +36,8 @@ class Journal:
 
 
 @pytest.fixture
-async def db(pg_dsn: str) -> AsyncIterator[Database]:
-    database = await Database.open(pg_dsn, backend="postgres")
+async def db(any_backend_dsn: str) -> AsyncIterator[Database]:
+    database = await Database.open(any_backend_dsn)
     try:
         await migrate(database)
         async with database.connection() as conn:
