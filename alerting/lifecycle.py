@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from alerting.config import AlertingConfig
 from core.records import Alert, Event, Severity
@@ -229,5 +230,5 @@ def snapshot(row: AlertRow, kind: str, cfg: AlertingConfig, previous_severity: i
         "resolved_at": row.resolved_at.isoformat() if row.resolved_at else None,
         "escalation_level": row.escalation_level,
         "previous_severity": sev_name(previous_severity) if previous_severity is not None else None,
-        "url": f"{cfg.generator_url}/api/v1/alerts?key={row.key}",
+        "url": f"{cfg.generator_url}/api/v1/alerts?key={quote(row.key, safe='')}",
     }

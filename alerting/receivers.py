@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -123,7 +123,7 @@ class AlertmanagerSender:
         if p.get("evidence"):
             ann["evidence"] = json.dumps(p["evidence"], sort_keys=True, default=str)[:2000]
         base = {"annotations": ann, "startsAt": p["started_at"].replace("+00:00", "Z"),
-                "generatorURL": f"{self.generator_url}/api/v1/alerts?key={p['key']}"}
+                "generatorURL": f"{self.generator_url}/api/v1/alerts?key={quote(p['key'], safe='')}"}
         out: list[dict[str, Any]] = []
         if p["state"] == "resolved" or p.get("kind") == "resolved":
             ends = p.get("resolved_at") or now.isoformat()

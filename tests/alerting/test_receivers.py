@@ -37,8 +37,8 @@ SECRET = "hook-secret-4711"
 SMTP_PASSWORD = "smtp-pass-0815"
 
 
-def mk(key: str, firing: bool = True, device: str = "rtu1") -> Alert:
-    return Alert(key=key, rule=key.split(":")[0], severity=Severity.MAJOR, firing=firing, ts=utcnow(),
+def mk(key: str, firing: bool = True, device: str = "rtu1", severity: Severity = Severity.MAJOR) -> Alert:
+    return Alert(key=key, rule=key.split(":")[0], severity=severity, firing=firing, ts=utcnow(),
                  summary=f"{key} {'on' if firing else 'off'}", device=device, zone="north", point_id=42,
                  evidence={"value": 251.3, "limit": 250.0}, recommendation="check the tap changer")
 
@@ -334,15 +334,20 @@ def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
 
 async def am_alerts(am: Alertmanager) -> dict[str, dict[str, Any]]:
     """Alerts Alertmanager itself considers active (resolved ones are not listed), by key."""
+    return {a["labels"]["key"]: a for a in await am_list(am)}
+
+
+async def am_list(am: Alertmanager) -> list[dict[str, Any]]:
+    """Every GridWatch alert Alertmanager lists as not resolved."""
     try:
         async with aiohttp.ClientSession() as s, \
                 s.get(f"{am.url}/api/v2/alerts", timeout=aiohttp.ClientTimeout(total=10)) as r:
             if r.status != 200:
-                return {}
+                return []
             data = await r.json()
     except (aiohttp.ClientError, TimeoutError):
-        return {}
-    return {a["labels"]["key"]: a for a in data if a["labels"].get("source") == "gridwatch"}
+        return []
+    return [a for a in data if a["labels"].get("source") == "gridwatch"]
 
 
 async def test_alertmanager_firing_resolved_and_restart(db: Database, alertmanager: Alertmanager) -> None:
@@ -368,8 +373,17 @@ async def test_alertmanager_firing_resolved_and_restart(db: Database, alertmanag
         await svc.submit([mk("hi:k1", firing=False)])
         await eventually(lambda: shows({"hi:k2"}, {"hi:k1"}), what="k1 resolved in Alertmanager")
 
+        # A severity change: the old label set ends, the new one fires (one alert for k2).
+        await svc.submit([mk("hi:k2", device="rtu2", severity=Severity.CRITICAL)])
+
+        async def k2_critical_only() -> bool:
+            k2 = [a for a in await am_list(alertmanager) if a["labels"]["key"] == "hi:k2"]
+            return len(k2) == 1 and k2[0]["labels"]["severity"] == "critical"
+        await eventually(k2_critical_only, what="k2 re-labelled critical in Alertmanager")
+
         await asyncio.to_thread(alertmanager.stop)
-        await svc.submit([mk("hi:k3", device="rtu3"), mk("hi:k2", firing=False, device="rtu2")])
+        await svc.submit([mk("hi:k3", device="rtu3"),
+                          mk("hi:k2", firing=False, device="rtu2", severity=Severity.CRITICAL)])
         await eventually(lambda: _true(svc.stats.failed["am"] >= 2), what="failed attempts while down")
         await asyncio.to_thread(alertmanager.start)  # a fresh process: it remembers no alerts
         await eventually(lambda: shows({"hi:k3"}, {"hi:k1", "hi:k2"}), what="k3 firing after restart")
@@ -380,5 +394,5 @@ async def test_alertmanager_firing_resolved_and_restart(db: Database, alertmanag
     rows = await svc.store.list_deliveries(receiver="am", limit=100)
     assert sorted((r["alert_key"], r["kind"], r["status"]) for r in rows) == [
         ("hi:k1", "firing", "delivered"), ("hi:k1", "resolved", "delivered"), ("hi:k2", "firing", "delivered"),
-        ("hi:k2", "resolved", "delivered"), ("hi:k3", "firing", "delivered")]
-    assert svc.stats.delivered["am"] == 5
+        ("hi:k2", "firing", "delivered"), ("hi:k2", "resolved", "delivered"), ("hi:k3", "firing", "delivered")]
+    assert svc.stats.delivered["am"] == 6

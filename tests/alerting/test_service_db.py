@@ -313,7 +313,7 @@ async def test_awkward_evidence_is_stored_not_rejected(db: Database) -> None:
 
 async def test_a_rejected_alert_does_not_sink_the_batch(db: Database) -> None:
     clock = ManualClock()
-    svc, hook, _ = service(db, clock)
+    svc, _, _ = service(db, clock)
     bad = Alert(key="bad:p1", rule="bad", severity=Severity.MAJOR, firing=True, ts=clock(), summary="nul \x00 byte")
     await svc.submit([mk("hi:p1"), bad, mk("hi:p2")])
     assert sorted(r.key for r in await svc.list_alerts(AlertFilter())) == ["hi:p1", "hi:p2"]
