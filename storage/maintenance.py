@@ -93,6 +93,7 @@ class MaintenanceReport:
     chunks_dropped: list[str] = field(default_factory=list)
     chunks_compressed: list[str] = field(default_factory=list)
     policies_changed: list[str] = field(default_factory=list)
+    rollup_rows_deleted: int = 0
     rollups_refreshed: bool = False
     errors: list[str] = field(default_factory=list)
 
@@ -199,6 +200,12 @@ async def _maintain_postgres(db: Database, now: datetime, cfg: StorageConfig, re
         report.partitions_dropped = await drop_partitions_before(conn, cutoff)
     if report.partitions_created or report.partitions_dropped:
         log.info("partitions: created %s, dropped %s", report.partitions_created, report.partitions_dropped)
+    # 15-minute rollups live as long as raw data (whole days, like the partitions); hourly
+    # rollups are kept.
+    day_cutoff = floor_time(cutoff, timedelta(days=1))
+    async with _job(db, "rollup_retention"), db.connection() as conn:
+        cur = await conn.execute("DELETE FROM readings_15m WHERE bucket < %s", (day_cutoff,))
+        report.rollup_rows_deleted = max(cur.rowcount, 0)
 
 
 async def apply_policies(db: Database, cfg: StorageConfig) -> list[str]:
@@ -242,6 +249,13 @@ async def apply_policies(db: Database, cfg: StorageConfig) -> list[str]:
             await conn.execute("SELECT add_retention_policy('readings', make_interval(days => %s))",
                                (cfg.retention_days,))
             changed.append(f"retention {cfg.retention_days} days")
+        current = find("policy_retention", "drop_after", "readings_15m")
+        if not await interval_equals(current, cfg.retention_days):
+            if current is not None:
+                await conn.execute("SELECT remove_retention_policy('readings_15m', if_exists => true)")
+            await conn.execute("SELECT add_retention_policy('readings_15m', make_interval(days => %s))",
+                               (cfg.retention_days,))
+            changed.append(f"retention readings_15m {cfg.retention_days} days")
         # For a continuous aggregate's refresh policy, jobs.hypertable_name is the view's name.
         have = {str(ht) for name, ht, _ in jobs if name == "policy_refresh_continuous_aggregate"}
         for view, end_offset, every in (("readings_15m", "15 minutes", "5 minutes"),
@@ -263,6 +277,9 @@ async def _maintain_timescale(db: Database, now: datetime, cfg: StorageConfig, r
         cur = await conn.execute("SELECT drop_chunks('readings', older_than => %s::timestamptz)",
                                  (now - timedelta(days=cfg.retention_days),))
         report.chunks_dropped = [str(r[0]) for r in await fetch_all(cur)]
+        cur = await conn.execute("SELECT drop_chunks('readings_15m', older_than => %s::timestamptz)",
+                                 (now - timedelta(days=cfg.retention_days),))
+        report.chunks_dropped += [str(r[0]) for r in await fetch_all(cur)]
     async with _job(db, "compression"), db.connection() as conn:
         cur = await conn.execute(
             "SELECT compress_chunk(c, if_not_compressed => true)::text"

@@ -39,13 +39,15 @@ async def test_partitions_ahead_and_retention(db: Database) -> None:
     days = await _days(db)
     assert "readings_p20260124" not in days and "readings_p20260208" in days
     assert await scalar(db, "SELECT count(*) FROM readings") == 40
-    # Rollups outlive raw retention and are not wiped by a refresh over the dropped range.
+    assert report.rollup_rows_deleted == 2  # the 15-minute rows of the dropped day, one per point
+    # Hourly rollups outlive raw retention and are not wiped by a refresh over the dropped range.
     await refresh_rollups(db, T0 - timedelta(days=45))
     rows = await query_readings(db, [1], T0 - timedelta(days=46), T0 + timedelta(days=1), step="1h")
     assert rows[0].ts == T0 - timedelta(days=45) and rows[0].count == 10
 
     health = {j.name: j for j in await job_health(db)}
     assert health["partitions"].last_status == "success" and health["partitions"].total_runs == 3
+    assert health["rollup_retention"].last_status == "success"
     assert health["rollups"].last_status == "success" and not health["rollups"].failed
 
 
