@@ -50,25 +50,56 @@ _BCR_BITS = ((0x20, "Carry"), (0x40, "Adjusted"), (0x80, "Invalid"))  # c104 ser
 _DOUBLE = (c104.Double.INTERMEDIATE, c104.Double.OFF, c104.Double.ON, c104.Double.INDETERMINATE)
 
 
+_QCACHE: dict[int, c104.Quality] = {}
+_BCACHE: dict[int, c104.BinaryCounterQuality] = {}
+_TSCACHE: dict[tuple[datetime, int], datetime] = {}
+
+
 def _quality(bits: int) -> c104.Quality:
+    cached = _QCACHE.get(bits)
+    if cached is not None:
+        return cached
     q = c104.Quality()
     for mask, name in _QDS_BITS:
         if bits & mask:
             q = q | getattr(c104.Quality, name)
+    _QCACHE[bits] = q
     return q
 
 
 def _counter_quality(bits: int) -> c104.BinaryCounterQuality:
+    cached = _BCACHE.get(bits)
+    if cached is not None:
+        return cached
     q = c104.BinaryCounterQuality()
     for mask, name in _BCR_BITS:
         if bits & mask:
             q = q | getattr(c104.BinaryCounterQuality, name)
+    _BCACHE[bits] = q
     return q
 
 
 def _local_naive(ts: datetime) -> datetime:
-    """c104 reads datetimes as local wall time: give it exactly that."""
-    return ts.astimezone().replace(tzinfo=None)
+    """c104 reads datetimes as local wall time: give it exactly that (cached: batches share a time)."""
+    key = (ts, time.timezone)  # keyed by the zone too: tests switch TZ at run time
+    v = _TSCACHE.get(key)
+    if v is None:
+        if len(_TSCACHE) > 4096:
+            _TSCACHE.clear()
+        v = _TSCACHE[key] = ts.astimezone().replace(tzinfo=None)
+    return v
+
+
+_ELEMENT_BYTES = {"SP": 1, "DP": 1, "ST": 2, "BO": 5, "IT": 5}
+
+
+def _objects_per_asdu(type_name: str) -> int:
+    """A lower bound of the objects c104 puts in one ASDU of `type_name` (IOA each, no SQ),
+    capped at 16 so the queue estimate stays an upper bound whatever c104 packs."""
+    kind = type_name[2:4]
+    size = _ELEMENT_BYTES.get(kind) or (5 if type_name[5:7] in ("NC", "TC", "TF") else 3)
+    tag = 7 if type_name[5] == "T" and type_name[6] in "BDEF" else (3 if type_name[5] == "T" else 0)
+    return max(1, min(16, 240 // (3 + size + tag)))
 
 
 def make_info(type_name: str, value: float, quality: int, ts: datetime | None) -> Any:
@@ -138,6 +169,8 @@ class _Endpoint:
         self.stations: dict[int, Any] = {}
         self.sent_objects = 0  # spontaneous/periodic objects written to the socket
         self.enqueued_objects = 0
+        self.sent_msgs = 0  # ... and the ASDUs that carried them
+        self.enqueued_msgs = 0  # an upper bound of the ASDUs enqueued (resynchronised when drained)
         self.cond = threading.Condition()
 
     def build(self) -> None:
@@ -155,13 +188,14 @@ class _Endpoint:
             pt.info = make_info(p.type, p.value, p.quality, p.ts or datetime.now(UTC))
             self.points[key] = pt
         self.server = srv
-        self.sent_objects = self.enqueued_objects = 0
+        self.sent_objects = self.enqueued_objects = self.sent_msgs = self.enqueued_msgs = 0
 
     def _on_send_raw(self, server: c104.Server, data: bytes) -> None:
         # Count monitoring objects sent with a periodic/background/spontaneous cause.
         if len(data) > 9 and not data[2] & 0x01 and data[6] < 45 and (data[8] & 0x3F) in (1, 2, 3):
             with self.cond:
                 self.sent_objects += data[7] & 0x7F
+                self.sent_msgs += 1
                 self.cond.notify_all()
 
     def _on_clock_sync(self, server: c104.Server, ip: str, date_time: datetime) -> c104.ResponseState:
@@ -172,16 +206,23 @@ class _Endpoint:
     def active(self) -> bool:
         return self.server is not None and self.server.is_running and self.server.active_connection_count > 0
 
-    def wait_room(self, n: int, timeout: float) -> bool:
-        """Pace: wait until fewer than `max_in_flight` objects are queued in c104."""
+    def wait_room(self, objects: int, msgs: int, timeout: float) -> bool:
+        """Pace: wait until c104's queue (100 ASDUs) has room for `msgs` more ASDUs, then
+        account for them. `msgs` is an upper bound; the estimate is resynchronised with what
+        was really sent whenever the queue has drained."""
         deadline = time.monotonic() + timeout
         with self.cond:
-            while self.enqueued_objects + n - self.sent_objects > self.owner.max_in_flight:
+            while True:
+                if self.sent_objects >= self.enqueued_objects:
+                    self.enqueued_msgs = self.sent_msgs
+                if self.enqueued_msgs + msgs - self.sent_msgs <= self.owner.max_queued:
+                    self.enqueued_objects += objects
+                    self.enqueued_msgs += msgs
+                    return True
                 left = deadline - time.monotonic()
                 if left <= 0 or not self.active:
                     return False
                 self.cond.wait(min(left, 0.05))
-            return True
 
 
 class Outstation:
@@ -193,12 +234,12 @@ class Outstation:
     """
 
     def __init__(self, points: Iterable[PointDef], *, ports: Sequence[int], host: str = "127.0.0.1",
-                 k: int = 600, w: int = 400, tick_rate_ms: int = 50, max_in_flight: int = 800,
+                 k: int = 600, w: int = 400, tick_rate_ms: int = 50, max_queued: int = 90,
                  tls: Callable[[], c104.TransportSecurity] | None = None) -> None:
         self.host = host
         self.k, self.w = k, w
         self.tick_rate_ms = tick_rate_ms
-        self.max_in_flight = max_in_flight
+        self.max_queued = max_queued
         self.tls = tls
         self.points: dict[tuple[int, int], PointDef] = {}
         for p in points:
@@ -283,49 +324,58 @@ class Outstation:
     def _transmit(self, groups: dict[tuple[int, str], list[PointDef]], mixed: list[PointDef],
                   cause: c104.Cot, pace_timeout: float) -> int:
         total = 0
+        mixed_groups: dict[tuple[int, str], list[PointDef]] = {}
+        for p in mixed:
+            mixed_groups.setdefault((p.ca, p.type), []).append(p)
         for ep in self.endpoints:
             if ep.server is None:
                 continue
-            for (_, _), plist in groups.items():
+            for (_, type_name), plist in groups.items():
                 pts = []
                 for p in plist:
                     cp = ep.points[(p.ca, p.ioa)]
                     cp.info = make_info(p.type, p.value, p.quality, p.ts)
                     pts.append(cp)
-                for i in range(0, len(pts), 120):
-                    chunk = pts[i:i + 120]
-                    if not ep.active:
-                        continue
-                    if not ep.wait_room(len(chunk), pace_timeout):
-                        self.lost += len(chunk)
-                        continue
-                    with ep.cond:
-                        ep.enqueued_objects += len(chunk)
-                    ep.server.transmit_batch(c104.Batch(cause=cause, points=chunk))
-                    total += len(chunk)
-            for p in mixed:
-                total += self._transmit_mixed(ep, p, cause, pace_timeout)
+                total += self._send(ep, type_name, pts, cause, pace_timeout)
+            for (ca, type_name), plist in mixed_groups.items():
+                total += self._transmit_mixed(ep, ca, type_name, plist, cause, pace_timeout)
         return total
 
-    def _transmit_mixed(self, ep: _Endpoint, p: PointDef, cause: c104.Cot, pace_timeout: float) -> int:
-        st = ep.stations[p.ca]
-        twin = TAGGED_TWIN.get(p.type, p.type)
+    def _send(self, ep: _Endpoint, type_name: str, pts: list[Any], cause: c104.Cot, pace_timeout: float) -> int:
+        """Transmit points of one station and type in multi-object ASDUs, paced."""
         sent = 0
-        if ep.active and ep.wait_room(1, pace_timeout):
+        per_asdu = _objects_per_asdu(type_name)
+        for i in range(0, len(pts), 120):
+            chunk = pts[i:i + 120]
+            if ep.server is None or not ep.active:
+                continue
+            if not ep.wait_room(len(chunk), -(-len(chunk) // per_asdu), pace_timeout):
+                self.lost += len(chunk)
+                continue
+            ep.server.transmit_batch(c104.Batch(cause=cause, points=chunk))
+            sent += len(chunk)
+        return sent
+
+    def _transmit_mixed(self, ep: _Endpoint, ca: int, type_name: str, plist: list[PointDef], cause: c104.Cot,
+                        pace_timeout: float) -> int:
+        """Send mixed-type points as their CP56 twin: swap the c104 points' type, batch-transmit,
+        swap back (GI keeps answering the untagged type)."""
+        st = ep.stations[ca]
+        twin = TAGGED_TWIN.get(type_name, type_name)
+        tpts = []
+        for p in plist:
             st.remove_point(p.ioa)
             tp = st.add_point(io_address=p.ioa, type=getattr(c104.Type, twin))
             tp.info = make_info(twin, p.value, p.quality, p.ts)
-            with ep.cond:
-                ep.enqueued_objects += 1
-            tp.transmit(cause=cause)
-            st.remove_point(p.ioa)
-            sent = 1
-        elif ep.active:
-            self.lost += 1
-        cp = st.get_point(p.ioa) or st.add_point(io_address=p.ioa, type=getattr(c104.Type, p.type))
-        cp.info = make_info(p.type, p.value, p.quality, p.ts)
-        ep.points[(p.ca, p.ioa)] = cp
-        return sent
+            tpts.append(tp)
+        try:
+            return self._send(ep, twin, tpts, cause, pace_timeout)
+        finally:
+            for p in plist:
+                st.remove_point(p.ioa)
+                cp = st.add_point(io_address=p.ioa, type=getattr(c104.Type, p.type))
+                cp.info = make_info(p.type, p.value, p.quality, p.ts)
+                ep.points[(p.ca, p.ioa)] = cp
 
     def scan(self, *, background: bool = True) -> int:
         """Send every point (COT background scan, or periodic) in multi-object ASDUs."""

@@ -33,7 +33,7 @@ def test_driver_maps_sample_points() -> None:
     cfg = load_config(SAMPLE, {"iec104": SOURCE_KIND})
     drv = Iec104Driver(cfg.sources[0], DriverContext(clock=lambda: datetime.now(UTC), health=SourceHealth("scada")))
     assert drv.keys[(2, 3001)] == "2/3001"
-    assert drv.expected == {1: {1001, 1002, 2001}, 2: {3001, 4001}}
+    assert drv.expected == {1: {1001, 1002, 2001}, 2: {3001}}  # counters answer counter interrogation
 
 
 def test_bad_options_name_the_key(tmp_path: Path) -> None:
