@@ -101,6 +101,8 @@ class ScheduleService:
                 raise
             except GridWatchError as e:  # database down: try again next tick
                 log.warning("schedule tick failed: %s", e)
+            except Exception:  # a bug must not end schedule control for good
+                log.exception("schedule tick failed unexpectedly")
             await asyncio.sleep(max(0.05, self.config.compute_every_s / speed))
 
     # -- work ----------------------------------------------------------------------------
