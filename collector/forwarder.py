@@ -36,11 +36,15 @@ OnStored = Callable[[Sequence[Reading]], Awaitable[None]]
 
 
 class Forwarder:
-    """Moves batches from the buffer to the sink, or to the spool (see module docstring)."""
+    """Moves batches from the buffer to the sink, or to the spool (see module docstring).
+
+    `writers` batches are written concurrently (each on its own pooled connection); batches
+    therefore reach the database in no guaranteed order, which idempotent writes make harmless.
+    """
 
     def __init__(self, buffer: Buffer, sink: Sink, spool: Spool, *, write_timeout_s: float = 30.0,
                  metrics: Metrics | None = None, on_stored: OnStored | None = None,
-                 backoff_initial_s: float = 1.0, backoff_max_s: float = 60.0) -> None:
+                 backoff_initial_s: float = 1.0, backoff_max_s: float = 60.0, writers: int = 2) -> None:
         self.buffer = buffer
         self.sink = sink
         self.spool = spool
@@ -49,6 +53,7 @@ class Forwarder:
         self.on_stored = on_stored
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
+        self.writers = max(1, writers)
         self.db_ok = True
         self.last_error = ""
         self.stored = 0
@@ -63,7 +68,10 @@ class Forwarder:
         """Write until the buffer is closed and drained; the replay loop runs alongside."""
         replay = asyncio.create_task(self._replay_loop(), name="spool-replay")
         try:
-            await self._write_loop()
+            # Several writers keep the database busy while the next batch is encoded and sent.
+            async with asyncio.TaskGroup() as tg:
+                for i in range(self.writers):
+                    tg.create_task(self._write_loop(), name=f"writer-{i}")
         finally:
             replay.cancel()
             try:
