@@ -10,6 +10,7 @@ readings CSV and matches detections against fault labels (JSON lines
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import statistics
 from collections import defaultdict
@@ -32,12 +33,21 @@ class StreamDetector:
         raise NotImplementedError
 
 
-def run_stream(factory: Callable[[], Any], values: FloatArray, chunk: int = 1024) -> FloatArray:
-    """Score a series as a stream: one fresh detector, fed `chunk` rows at a time, in order."""
+def run_stream(factory: Callable[[], Any], values: FloatArray, chunk: int = 1024,
+               times: FloatArray | None = None) -> FloatArray:
+    """Score a series as a stream: one fresh detector, fed `chunk` rows at a time, in order.
+
+    `times` (epoch seconds) are passed to detectors whose `score` accepts them.
+    """
     det = factory()
+    takes_times = times is not None and "times" in inspect.signature(det.score).parameters
     out = np.empty(len(values))
     for i in range(0, len(values), chunk):
-        out[i:i + chunk] = det.score(values[i:i + chunk])
+        if takes_times:
+            assert times is not None
+            out[i:i + chunk] = det.score(values[i:i + chunk], times[i:i + chunk])
+        else:
+            out[i:i + chunk] = det.score(values[i:i + chunk])
     return np.clip(out, 0.0, 1.0)
 
 
@@ -66,7 +76,7 @@ def evaluate_nab(data: Path, windows: Path, *, detector: str = "ensemble", emit:
     make = factory or DETECTORS[detector]
     scores: dict[str, FloatArray] = {}
     for f in files:
-        s = run_stream(make, f.values)
+        s = run_stream(make, f.values, times=f.times)
         scores[f.key] = s
         if emit is not None:
             out = emit / f.key

@@ -59,6 +59,7 @@ class NabFile:
     timestamps: list[str]
     values: FloatArray
     windows: list[tuple[int, int]] = field(default_factory=list)
+    times: FloatArray | None = None  # epoch seconds (timestamps read as UTC)
 
     @property
     def n(self) -> int:
@@ -104,9 +105,10 @@ def load_corpus(data_dir: Path, windows_file: Path | None) -> list[NabFile]:
     for path in sorted(data_dir.rglob("*.csv")):
         key = path.relative_to(data_dir).as_posix()
         ts, vals = read_series(path)
-        f = NabFile(key=key, timestamps=ts, values=vals)
+        parsed = np.array([_parse_ts(t) for t in ts], dtype="datetime64[us]")
+        f = NabFile(key=key, timestamps=ts, values=vals,
+                    times=parsed.astype("datetime64[us]").astype(np.int64) / 1e6)
         if key in windows:
-            parsed = np.array([_parse_ts(t) for t in ts], dtype="datetime64[us]")
             for start, end in windows[key]:
                 s = np.datetime64(_parse_ts(start), "us")
                 e = np.datetime64(_parse_ts(end), "us")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import statistics
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -368,6 +369,7 @@ class NabParams:
     """Method parameters of the `ensemble` detector (chosen on the dev corpus, not per file)."""
 
     lev_window: int = 50
+    seasonal_days: int = 7
     rank_warm: int = 50
     cn_levels: int = 8
     cn_warm: int = 300
@@ -378,37 +380,84 @@ class NabParams:
     cn_weight: float = 0.9
 
 
+class SeasonalLagResidual:
+    """|x - median of the values exactly 1..`days` days earlier| (same time of day).
+
+    Rows per day come from the median spacing of the first `spacing_rows` timestamps seen
+    (causal); with no timestamps or a spacing of a day or more, `update` returns None and the
+    caller falls back to a non-seasonal statistic.
+    """
+
+    def __init__(self, days: int = 7, spacing_rows: int = 50) -> None:
+        self.days = days
+        self.spacing_rows = spacing_rows
+        self.times: list[float] = []
+        self.rows_per_day: int | None = None
+        self.buf: deque[float] = deque()
+
+    def update(self, x: float, t: float | None) -> float | None:
+        if t is not None and self.rows_per_day is None:
+            self.times.append(t)
+            if len(self.times) > self.spacing_rows:
+                step = float(np.median(np.diff(self.times)))
+                self.rows_per_day = round(86400.0 / step) if step > 0 else 0
+                self.times = []
+                if self.rows_per_day >= 2:
+                    self.buf = deque(self.buf, maxlen=self.rows_per_day * self.days)
+        d = self.rows_per_day
+        if d is not None and d < 2:
+            return None
+        res: float | None = None
+        if d is not None:
+            n = len(self.buf)
+            lags = [self.buf[n - j * d] for j in range(1, self.days + 1) if n - j * d >= 0]
+            res = abs(x - statistics.median(lags)) if lags else 0.0
+        self.buf.append(x)
+        return res
+
+
 class RecordContextEnsemble:
     """The default NAB detector: rank surprise of three statistics, max with context novelty.
 
-    Statistics: |x - median of the previous `lev_window` values| (level deviation), x (new
-    highs) and -x (new lows), each through `RankSurprise`; the context component is
-    `WarmContextNovelty` × `cn_weight`. Score = max of the four.
+    Statistics, each through `RankSurprise`: the seasonal residual |x - median of the same time
+    on the previous 7 days| (`SeasonalLagResidual`; without timestamps or before the spacing is
+    known: |x - median of the previous `lev_window` values|), x (new highs) and -x (new lows).
+    The context component is `WarmContextNovelty` × `cn_weight`. Score = max of the four.
     """
 
     def __init__(self, params: NabParams | None = None) -> None:
         p = params or NabParams()
         self.p = p
         self.med = RollingMedian(p.lev_window)
+        self.seas = SeasonalLagResidual(p.seasonal_days)
         self.r_lev = RankSurprise(p.rank_warm)
         self.r_hi = RankSurprise(p.rank_warm)
         self.r_lo = RankSurprise(p.rank_warm)
         self.cn = WarmContextNovelty(p.cn_levels, p.cn_warm, p.cn_margin, p.cn_order, p.cn_rest, p.cn_threshold)
 
-    def update(self, x: float) -> float:
+    def update(self, x: float, t: float | None = None) -> float:
         m = self.med.median()
         lev = abs(x - m) if m is not None else 0.0
         self.med.push(x)
+        if self.p.seasonal_days > 0:
+            seas = self.seas.update(x, t)
+            if seas is not None:
+                lev = seas
         s = max(self.r_lev.update(lev), self.r_hi.update(x), self.r_lo.update(-x))
         c = self.cn.update(x) * self.p.cn_weight
         return min(1.0, max(s, c))
 
-    def score(self, values: Sequence[float] | FloatArray) -> FloatArray:
-        """Score a causal chunk."""
+    def score(self, values: Sequence[float] | FloatArray,
+              times: Sequence[float] | FloatArray | None = None) -> FloatArray:
+        """Score a causal chunk; `times` are epoch seconds of the rows (optional)."""
         out = np.empty(len(values), dtype=np.float64)
         upd = self.update
-        for i, v in enumerate(values):
-            out[i] = upd(float(v))
+        if times is None:
+            for i, v in enumerate(values):
+                out[i] = upd(float(v))
+        else:
+            for i, (v, t) in enumerate(zip(values, times, strict=True)):
+                out[i] = upd(float(v), float(t))
         return out
 
 DETECTORS: dict[str, Callable[[], Ensemble | RecordContextEnsemble]] = {

@@ -110,13 +110,17 @@ def test_threshold_is_shared_across_files_and_missed_windows_cost_a_fn() -> None
 def test_stream_detectors_are_causal(name: str) -> None:
     rng = np.random.default_rng(3)
     x = np.sin(np.arange(3000) / 20) + rng.normal(0, 0.1, 3000)
-    full = run_stream(DETECTORS[name], x)
+    t = 1.7e9 + np.arange(3000) * 300.0  # 5-minute rows: the seasonal lag is 288 rows
+    full = run_stream(DETECTORS[name], x, times=t)
     y = x.copy()
     y[1800:] = rng.normal(5, 3, 1200)  # change the future drastically
-    changed = run_stream(DETECTORS[name], y)
+    t2 = t.copy()
+    t2[1800:] += 7.0  # and its timestamps
+    changed = run_stream(DETECTORS[name], y, times=t2)
     np.testing.assert_array_equal(full[:1800], changed[:1800])
+    assert not np.array_equal(full[1800:], changed[1800:])
     # chunking does not matter either
-    np.testing.assert_array_equal(full, run_stream(DETECTORS[name], x, chunk=7))
+    np.testing.assert_array_equal(full, run_stream(DETECTORS[name], x, chunk=7, times=t))
     assert np.all((full >= 0) & (full <= 1))
 
 

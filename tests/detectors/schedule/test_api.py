@@ -68,7 +68,7 @@ async def test_import_and_query(client: tuple[TestClient[Any, Any], Journal, Dat
     r = await tc.post("/api/v1/schedule/plans", json=doc, headers=OP)
     assert r.status == 201, await r.text()
     assert (await r.json())["stored"] == [{"day": "2026-12-02", "subject": "GEN-N", "version": 1}]
-    assert any("op1 imported 1 plan(s)" in e.message for e in journal.events)
+    assert any("op1 imported 1 plan(s)" in e.message and e.actor == "op1" for e in journal.events)
 
     bad = {"plans": [doc["plans"][0], {"day": DAY.isoformat(), "subject": "GHOST", "values": [1.0] * 24},
                      {"day": DAY.isoformat(), "subject": "LOAD-S", "values": [1.0] * 22}]}
