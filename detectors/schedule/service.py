@@ -284,11 +284,13 @@ class ScheduleService:
         for a in alerts:
             await self._journal("schedule", a.summary, {"key": a.key, "firing": a.firing, **a.evidence}, now)
 
-    async def _journal(self, kind: str, message: str, details: dict[str, Any], now: datetime) -> None:
+    async def _journal(self, kind: str, message: str, details: dict[str, Any], now: datetime,
+                       actor: str = "system") -> None:
         if self.journal is None:
             log.info("%s", message)
             return
-        await self.journal.record(Event(kind=kind, source="schedule", message=message, ts=now, details=details))
+        await self.journal.record(Event(kind=kind, source="schedule", message=message, ts=now, actor=actor,
+                                        details=details))
 
     # -- plans and recomputation -------------------------------------------------------
     async def import_plans(self, imp: PlanImport, actor: str) -> list[StoredVersion]:
@@ -307,7 +309,7 @@ class ScheduleService:
         await self._journal("schedule", f"{actor} imported {len(stored)} plan(s) from {imp.source}: "
                             + ", ".join(f"{s.subject} {s.day} v{s.version}" for s in stored[:10]),
                             {"plans": [{"subject": s.subject, "day": s.day.isoformat(), "version": s.version}
-                                       for s in stored], "actor": actor}, now)
+                                       for s in stored], "actor": actor}, now, actor=actor)
         return stored
 
     async def recompute_day(self, day: date) -> int:
