@@ -197,6 +197,7 @@ class AlertingConfig(_Model):
     poll_interval_s: float = Field(default=1.0, gt=0, le=60)
     lease_s: float = Field(default=120.0, gt=0)
     batch_size: int = Field(default=200, ge=1, le=10_000)
+    parallel_sends: int = Field(default=4, ge=1, le=64)
     outbox_keep_days: int = Field(default=30, ge=1)
 
     @field_validator("generator_url")

@@ -363,7 +363,11 @@ class AlertingService:
         return len(steps)
 
     async def deliver(self, sender: Sender) -> int:
-        """Lease and send one batch for `sender`; returns the number of rows leased."""
+        """Lease and send one batch for `sender`; returns the number of rows leased.
+
+        Groups go out one message each: the first alone (a receiver that is down costs one
+        attempt, the other groups are given back untried), the rest `parallel_sends` at a time.
+        """
         now = self.clock()
         rows = await self.store.lease(sender.name, self.owner, now, now + timedelta(seconds=self.cfg.lease_s),
                                       self.cfg.batch_size)
@@ -377,31 +381,45 @@ class AlertingService:
             groups = list(by.values())
         else:
             groups = [rows]
-        for i, g in enumerate(groups):
-            ids = [r.id for r in g]
-            try:
-                await sender.send(g)
-            except DeliveryError as e:
-                self.stats.failed[sender.name] += len(g)
-                self.stats.last_error[sender.name] = str(e)
-                delay = self.cfg.retry.delay(max(r.attempts for r in g))
-                when = self.clock() + timedelta(seconds=delay)
-                gave_up = await self.store.mark_failed(ids, self.owner, when, str(e), self.cfg.retry.max_attempts)
-                if gave_up:
-                    self.stats.gave_up[sender.name] += gave_up
-                    await self._journal(f"{sender.name}: gave up {gave_up} notification(s) after "
-                                        f"{self.cfg.retry.max_attempts} attempts: {e}")
-                log.warning("alerting: delivery to %s failed (retry in %.1f s): %s", sender.name, delay, e)
-                if e.retryable:  # the receiver is down: do not try the other groups now
-                    rest = [r.id for later in groups[i + 1:] for r in later]
-                    if rest:
-                        await self.store.release(rest, self.owner, when)
-                    break
-                continue
-            await self.store.mark_delivered(ids, self.owner, self.clock())
-            self.stats.delivered[sender.name] += len(g)
-            self.stats.last_success_at[sender.name] = self.clock()
+        first, rest = groups[0], groups[1:]
+        if not await self._send_group(sender, first):
+            if rest:
+                when = self.clock() + timedelta(seconds=self.cfg.retry.delay(max(r.attempts for r in first)))
+                await self.store.release([r.id for g in rest for r in g], self.owner, when)
+            return len(rows)
+        sem = asyncio.Semaphore(self.cfg.parallel_sends)
+
+        async def one(g: list[OutboxRow]) -> bool:
+            async with sem:
+                return await self._send_group(sender, g)
+
+        results = await asyncio.gather(*(one(g) for g in rest), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
         return len(rows)
+
+    async def _send_group(self, sender: Sender, g: list[OutboxRow]) -> bool:
+        """Send one group and record the outcome; False when the receiver seems down."""
+        ids = [r.id for r in g]
+        try:
+            await sender.send(g)
+        except DeliveryError as e:
+            self.stats.failed[sender.name] += len(g)
+            self.stats.last_error[sender.name] = str(e)
+            delay = self.cfg.retry.delay(max(r.attempts for r in g))
+            when = self.clock() + timedelta(seconds=delay)
+            gave_up = await self.store.mark_failed(ids, self.owner, when, str(e), self.cfg.retry.max_attempts)
+            if gave_up:
+                self.stats.gave_up[sender.name] += gave_up
+                await self._journal(f"{sender.name}: gave up {gave_up} notification(s) after "
+                                    f"{self.cfg.retry.max_attempts} attempts: {e}")
+            log.warning("alerting: delivery to %s failed (retry in %.1f s): %s", sender.name, delay, e)
+            return not e.retryable
+        await self.store.mark_delivered(ids, self.owner, self.clock())
+        self.stats.delivered[sender.name] += len(g)
+        self.stats.last_success_at[sender.name] = self.clock()
+        return True
 
     async def resend(self, sender: AlertmanagerSender) -> None:
         """Re-send every alert Alertmanager was told is firing (a failure only counts)."""

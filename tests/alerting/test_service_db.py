@@ -319,3 +319,17 @@ async def test_a_rejected_alert_does_not_sink_the_batch(db: Database) -> None:
     assert sorted(r.key for r in await svc.list_alerts(AlertFilter())) == ["hi:p1", "hi:p2"]
     assert svc.stats.counters["rejected"] == 1
     assert [a.key for a, _ in svc.rejected] == ["bad:p1"]
+
+
+async def test_a_down_receiver_costs_one_attempt_per_pass(db: Database) -> None:
+    clock = ManualClock()
+    svc, hook, _ = service(db, clock)
+    hook.down = True
+    await svc.submit([mk(f"hi:p{i}", device=f"rtu{i}") for i in range(6)])
+    assert await svc.deliver(hook) == 6
+    assert svc.stats.failed["hook"] == 1 and hook.got == []  # only the first group was tried
+    hook.down = False
+    assert await svc.deliver(hook) == 0  # all six wait for the backoff
+    clock.advance(11)
+    await drain(svc)
+    assert hook.messages == 6 and sorted(key for _, _, key in hook.got) == [f"hi:p{i}" for i in range(6)]
