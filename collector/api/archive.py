@@ -85,6 +85,17 @@ def _time(name: str, raw: str | None, default: datetime) -> datetime:
         raise JsonError(400, f"parameter {name!r}: {raw!r} is not a time (ISO 8601, epoch seconds or now-1h)") from None
 
 
+def _now(ctx: ApiContext) -> datetime:
+    """The daemon's time: `features["clock"]` or the schedule service's clock (accelerated in
+    demos), else the wall clock."""
+    clock = ctx.features.get("clock") or getattr(ctx.features.get("schedule"), "clock", None)
+    if callable(clock):
+        t = clock()
+        if isinstance(t, datetime) and t.tzinfo is not None:
+            return t
+    return utcnow()
+
+
 def _tz(ctx: ApiContext) -> ZoneInfo:
     svc = ctx.features.get("schedule")
     cfg = getattr(svc, "config", None) or ctx.config.sections.get("schedule")
@@ -106,7 +117,7 @@ async def _points(request: web.Request) -> tuple[list[int], dict[int, str], list
 
 
 def _range(request: web.Request) -> tuple[datetime, datetime, str]:
-    now = utcnow()
+    now = _now(get_ctx(request))
     end = _time("to", request.query.get("to"), now)
     start = _time("from", request.query.get("from"), end - timedelta(days=1))
     step = request.query.get("step", "auto")
@@ -154,7 +165,7 @@ async def export_xml_80020(request: web.Request) -> web.Response:
     tz = _tz(ctx)
     raw_day = request.query.get("day", "")
     try:
-        day = date.fromisoformat(raw_day) if raw_day else (utcnow().astimezone(tz).date() - timedelta(days=1))
+        day = date.fromisoformat(raw_day) if raw_day else (_now(ctx).astimezone(tz).date() - timedelta(days=1))
         number = int(request.query.get("number", "1"))
     except ValueError:
         raise JsonError(400, "parameter 'day' must be YYYY-MM-DD and 'number' an integer") from None
@@ -163,7 +174,7 @@ async def export_xml_80020(request: web.Request) -> web.Response:
         data = await export_80020(ctx.db, refs, day, tz, sender_name=q.get("sender", ctx.config.collector.instance),
                                   sender_inn=q.get("inn", "000000000000"), area_name=q.get("area", "GridWatch"),
                                   area_inn=q.get("area_inn", q.get("inn", "000000000000")), number=number,
-                                  created=utcnow())
+                                  created=_now(ctx))
     except ArchiveError as e:
         raise JsonError(400, str(e)) from None
     return web.Response(body=data, content_type="application/xml", charset="windows-1251",
@@ -178,7 +189,8 @@ async def status(request: web.Request) -> web.Response:
         after = float(q.get("inactive_after_s", "3600"))
     except ValueError:
         raise JsonError(400, "parameter 'inactive_after_s' must be a number") from None
-    rows = await point_status(get_ctx(request).db, utcnow(), timedelta(seconds=after), zone=q.get("zone") or None,
+    ctx = get_ctx(request)
+    rows = await point_status(ctx.db, _now(ctx), timedelta(seconds=after), zone=q.get("zone") or None,
                               subject=q.get("subject") or None, device=q.get("device") or None)
     counts = {s: sum(1 for r in rows if r.state == s) for s in ("active", "inactive", "never")}
     return _json({"counts": counts, "points": [r.as_dict() for r in rows]})
@@ -213,7 +225,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 async def _journal(ctx: ApiContext, c: Correction, actor: str, message: str) -> None:
-    await ctx.journal.record(Event(kind="correction", source="archive", message=message, ts=utcnow(), actor=actor,
+    await ctx.journal.record(Event(kind="correction", source="archive", message=message, ts=_now(ctx), actor=actor,
                                    details=c.as_dict()))
 
 
@@ -236,7 +248,7 @@ async def propose(request: web.Request) -> web.Response:
         raise JsonError(400, "field 'ts' (the reading's time) is required")
     try:
         (ref,) = await points_by_name(ctx.db, [point])
-        c = await propose_correction(ctx.db, ref.id, ts, float(value), reason, actor=user, now=utcnow())
+        c = await propose_correction(ctx.db, ref.id, ts, float(value), reason, actor=user, now=_now(ctx))
     except CorrectionError as e:
         raise JsonError(409, str(e)) from None
     except ArchiveError as e:
@@ -256,7 +268,7 @@ async def _decide(request: web.Request, approve: bool) -> web.Response:
     comment = str((await _body(request)).get("comment") or "")[:1000]
     try:
         await get_correction(ctx.db, cid)
-        c = await decide_correction(ctx.db, cid, actor=user, approve=approve, comment=comment, now=utcnow())
+        c = await decide_correction(ctx.db, cid, actor=user, approve=approve, comment=comment, now=_now(ctx))
     except FourEyesError as e:
         raise JsonError(403, str(e)) from None
     except CorrectionError as e:
