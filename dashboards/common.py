@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grafanalib.core import (
+    Annotations,
     BarChart,
     Dashboard,
+    DashboardLink,
     GridPos,
     Panel,
     SqlTarget,
@@ -166,10 +168,29 @@ def sql_var(name: str, query: str, *, label: str, multi: bool = True, include_al
                     includeAll=include_all, refresh=2, sort=1, type="query")
 
 
+def journal_annotation(layout: Layout, name: str, kinds: tuple[str, ...], color: str = "orange") -> dict[str, Any]:
+    """An annotation from the event journal (`events` of the given kinds), registered for the test."""
+    kinds_sql = ", ".join(f"'{k}'" for k in kinds)
+    query = f"""
+SELECT ts AS time, actor || ': ' || message AS text, kind AS tags
+FROM events
+WHERE $__timeFilter(ts) AND kind IN ({kinds_sql})
+ORDER BY ts
+LIMIT 500
+""".strip()
+    QUERIES.append(QuerySpec(layout.uid, f"annotation {name}", "Anno", query, "table", ("time", "text", "tags")))
+    return {"datasource": PG, "enable": True, "hide": False, "iconColor": color, "name": name,
+            "target": {"datasource": PG, "editorMode": "code", "format": "table", "rawQuery": True,
+                       "rawSql": query, "refId": "Anno"}}
+
+
 def dashboard(title: str, uid: str, layout: Layout, *, variables: list[Template] | None = None,
               tags: list[str] | None = None, time_from: str = "now-24h", refresh: str = "1m",
-              description: str = "") -> Dashboard:
-    """A dashboard with our defaults: explicit schemaVersion, UTC-agnostic browser time, tags."""
+              description: str = "", annotations: list[dict[str, Any]] | None = None) -> Dashboard:
+    """A dashboard with our defaults: explicit schemaVersion, browser time, tags, a menu of the others."""
+    links = [DashboardLink(asDropdown=True, tags=["gridwatch"], title="GridWatch", type="dashboards",
+                           keepTime=True, icon="external link")]
     return Dashboard(title=title, uid=uid, panels=layout.panels, templating=Templating(list=variables or []),
                      tags=["gridwatch", *(tags or [])], time=Time(time_from, "now"), refresh=refresh,
-                     schemaVersion=SCHEMA_VERSION, timezone="browser", description=description, editable=True)
+                     schemaVersion=SCHEMA_VERSION, timezone="browser", description=description, editable=True,
+                     links=links, annotations=Annotations(list=annotations or []))

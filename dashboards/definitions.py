@@ -18,6 +18,7 @@ from dashboards.common import (
     Layout,
     bar_chart,
     dashboard,
+    journal_annotation,
     prom,
     sql,
     sql_var,
@@ -166,8 +167,10 @@ WHERE day >= ($__timeFrom()::timestamptz - interval '1 day')::date
 ORDER BY imported_at DESC
 LIMIT 200
 """, "table", ("day", "subject", "version", "imported_by"))], w=8, h=10)
+    notes = [journal_annotation(lay, "Schedule events", ("schedule",)),
+             journal_annotation(lay, "Corrections", ("correction",), "purple")]
     return dashboard("GridWatch: schedule execution", "gw-schedule", lay, variables=[var], tags=["schedule"],
-                     time_from="now-24h")
+                     time_from="now-24h", annotations=notes)
 
 
 def _explorer_vars(uid: str) -> list:  # type: ignore[type-arg]
@@ -391,8 +394,9 @@ WHERE $__timeFilter(c.ts)
 ORDER BY c.id DESC
 LIMIT 200
 """, "table", ("id", "point", "ts", "original_value", "new_value", "state"))], w=10, h=8)
+    notes = [journal_annotation(lay, "Corrections", ("correction",), "purple")]
     return dashboard("GridWatch: archive", uid, lay, variables=_explorer_vars(uid), tags=["archive"],
-                     time_from="now-30d", refresh="")
+                     time_from="now-30d", refresh="", annotations=notes)
 
 
 ALL = {

@@ -200,6 +200,10 @@ async def seeded(any_backend_dsn: str) -> AsyncIterator[Database]:
             await conn.execute("INSERT INTO dead_letters (ts, source, reason, payload) VALUES (%s, 'mqtt-south',"
                                " 'payload.value: not a number', %s)", (NOW - timedelta(hours=1), b"{}"))
         await DbJournal(db).record(Event(kind="operator", source="test", message="seeded", ts=NOW - timedelta(hours=1)))
+        await DbJournal(db).record(Event(kind="schedule", source="schedule", message="hour 3 recomputed",
+                                         ts=NOW - timedelta(hours=2)))
+        await DbJournal(db).record(Event(kind="correction", source="archive", message="correction 1 applied",
+                                         ts=NOW - timedelta(hours=2), actor="op2"))
         c = await propose_correction(db, refs["w1.voltage"], NOW - timedelta(hours=3), 110.5, "swap",
                                      actor="op1", now=NOW)
         await decide_correction(db, c.id, actor="op2", approve=True, now=NOW)
@@ -284,6 +288,7 @@ async def test_every_panel_query_runs_on_real_data(seeded: Database) -> None:
     assert checked >= 40
     # every registered query belongs to a panel in the JSON
     all_sql = {t.get("rawSql") for d in built.values() for p in d["panels"] for t in p["targets"]}
+    all_sql |= {a["target"]["rawSql"] for d in built.values() for a in d["annotations"]["list"]}
     assert {q.sql for q in common.QUERIES if q.kind != "variable"} <= all_sql
 
 
