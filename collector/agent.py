@@ -456,19 +456,29 @@ class Agent:
             delay = min(delay * 2, self.config.collector.backoff_max_s)
 
     async def _maintenance_loop(self) -> None:
+        """Refresh rollups from the earliest time written since the last refresh (the writer's
+        `pop_dirty_since()` when it has one), then create/drop partitions."""
         last = self.clock() - timedelta(hours=2)
         while True:
             await asyncio.sleep(self.maintenance_interval_s)
-            now = self.clock()
-            try:
-                await store.refresh_rollups(self.db, last - timedelta(minutes=15))
-                await store.maintain(self.db, now, self.config.storage)
-                last = now
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                self.metrics.maintenance_errors.inc()
-                log.warning("storage maintenance failed: %s", e)
+            await self.maintain_once(last)
+            last = self.clock()
+
+    async def maintain_once(self, fallback_since: datetime) -> None:
+        """One rollup refresh + partition maintenance; errors are counted and logged."""
+        now = self.clock()
+        sink = self.forwarder.sink if self.forwarder is not None else None
+        pop = getattr(sink, "pop_dirty_since", None)
+        since = pop() if callable(pop) else fallback_since
+        try:
+            if since is not None:
+                await store.refresh_rollups(self.db, since)
+            await store.maintain(self.db, now, self.config.storage)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.metrics.maintenance_errors.inc()
+            log.warning("storage maintenance failed: %s", e)
 
     async def _dead_letter_loop(self) -> None:
         while True:
