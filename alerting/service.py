@@ -128,6 +128,7 @@ class AlertingService:
         self._wake = asyncio.Event()
         self._backlog: deque[Alert] = deque(maxlen=backlog_max)
         self.rejected: deque[tuple[Alert, str]] = deque(maxlen=100)  # kept for inspection
+        self._last_unavailable: Exception | None = None
         self._last_resend: dict[str, float] = {}
         self._last_stats = -1e18
         self._last_maintain = -1e18
@@ -139,44 +140,77 @@ class AlertingService:
 
     async def submit(self, alerts: Sequence[Alert]) -> None:
         """Apply alerts in one transaction (state, outbox, journal). While the database is
-        unavailable they are kept in a bounded backlog and retried by `run()`."""
+        unavailable they are kept in a bounded backlog and retried by `run()`; an alert the
+        database refuses is counted and kept in `rejected`. Never raises for either."""
         if not alerts:
             return
+        if self._backlog:  # keep the order: older alerts first
+            self._keep(alerts, None)
+            return
+        kept = await self._apply(alerts)
+        if kept:
+            self._keep(kept, self._last_unavailable)
+        else:
+            self._wake.set()
+
+    def _keep(self, alerts: Sequence[Alert], error: Exception | None) -> None:
+        maxlen = self._backlog.maxlen or 0
+        overflow = len(self._backlog) + len(alerts) - maxlen
+        if overflow > 0:
+            self.stats.counters["backlog_dropped"] += overflow
+            log.error("alerting: in-memory backlog full, %d oldest alert(s) dropped", overflow)
+        self._backlog.extend(alerts)
+        self.stats.backlog = len(self._backlog)
+        if error is not None:
+            log.warning("alerting: database unavailable, %d alert(s) kept in memory: %s", len(alerts), error)
+
+    async def _apply(self, alerts: Sequence[Alert]) -> list[Alert]:
+        """Apply alerts; returns those to keep for later (database unavailable)."""
         try:
             await self._submit(alerts)
-        except SinkRejected:
-            # One bad alert must not sink the others: apply them one by one, keep the bad ones.
-            for a in alerts:
-                try:
-                    await self._submit([a])
-                except SinkRejected as e:
-                    self.stats.counters["rejected"] += 1
-                    self.rejected.append((a, str(e)))
-                    log.error("alerting: alert %r from rule %r rejected by the database: %s", a.key, a.rule, e)
+            return []
         except SinkUnavailable as e:
-            if len(self._backlog) + len(alerts) > (self._backlog.maxlen or 0):
-                self.stats.counters["backlog_dropped"] += len(self._backlog) + len(alerts) - (self._backlog.maxlen or 0)
-            self._backlog.extend(alerts)
-            self.stats.backlog = len(self._backlog)
-            log.warning("alerting: database unavailable, %d alert(s) kept in memory: %s", len(alerts), e)
-            return
-        self._wake.set()
+            self._last_unavailable = e
+            return list(alerts)
+        except SinkRejected:
+            if len(alerts) == 1:
+                a = alerts[0]
+                self.stats.counters["rejected"] += 1
+                self.rejected.append((a, "rejected by the database"))
+                log.error("alerting: alert %r of rule %r rejected by the database", a.key, a.rule)
+                return []
+        # One bad alert must not sink the others: apply them one by one.
+        kept: list[Alert] = []
+        for i, a in enumerate(alerts):
+            try:
+                await self._submit([a])
+            except SinkUnavailable as e:
+                self._last_unavailable = e
+                kept.extend(alerts[i:])
+                break
+            except SinkRejected as e:
+                self.stats.counters["rejected"] += 1
+                self.rejected.append((a, str(e)))
+                log.error("alerting: alert %r of rule %r rejected by the database: %s", a.key, a.rule, e)
+        return kept
 
     async def _submit(self, alerts: Sequence[Alert]) -> None:
         now = self.clock()
+        counters: list[str] = []
         async with self.store.transaction() as tx:
             current = await tx.lock_keys([a.key for a in alerts])
             steps: list[tuple[AlertRow | None, lifecycle.Outcome]] = []
             for a in alerts:
                 old = current.get(a.key)
                 out = lifecycle.apply_alert(old, a, now, self.cfg)
-                for c in out.counters:
-                    self.stats.counters[c] += 1
+                counters += out.counters
                 if out.row is None:
                     continue
                 steps.append((old, out))
                 current[a.key] = out.row
             await self._persist(tx, steps, now)
+        for c in counters:  # counted once committed
+            self.stats.counters[c] += 1
 
     async def _persist(self, tx: AlertTx, steps: Sequence[tuple[AlertRow | None, lifecycle.Outcome]],
                        now: datetime) -> dict[str, AlertRow]:
@@ -222,11 +256,11 @@ class AlertingService:
             if old is None:
                 return None
             out = fn(old, now)
-            for c in out.counters:
-                self.stats.counters[c] += 1
             if out.row is None:
                 return old
             row = (await self._persist(tx, [(old, out)], now))[old.key]
+        for c in out.counters:
+            self.stats.counters[c] += 1
         self._wake.set()
         return row
 
@@ -319,10 +353,12 @@ class AlertingService:
         """One pass of the loop (tests call it directly)."""
         if self._backlog:
             batch = list(self._backlog)
-            await self._submit(batch)
-            for _ in batch:
-                self._backlog.popleft()
+            self._backlog.clear()
+            kept = await self._apply(batch)
+            self._backlog.extendleft(reversed(kept))
             self.stats.backlog = len(self._backlog)
+            if kept:
+                raise SinkUnavailable(f"database still unavailable, {len(kept)} alert(s) kept in memory")
         if mono - self._last_maintain >= min(5.0, self.cfg.poll_interval_s * 5):
             self._last_maintain = mono
             await self.maintain()
@@ -356,10 +392,11 @@ class AlertingService:
                 out = lifecycle.maintain(old, now, self.cfg)
                 if out.row is None:
                     continue
-                for k in out.counters:
-                    self.stats.counters[k] += 1
                 steps.append((old, out))
             await self._persist(tx, steps, now)
+        for _, out in steps:
+            for k in out.counters:
+                self.stats.counters[k] += 1
         return len(steps)
 
     async def deliver(self, sender: Sender) -> int:

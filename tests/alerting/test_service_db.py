@@ -15,6 +15,7 @@ import pytest
 from alerting.config import AlertingConfig
 from alerting.receivers import DeliveryError
 from alerting.service import AlertingService
+from core.errors import SinkUnavailable
 from core.records import Alert, Severity
 from storage.alerts import AlertFilter, AlertStore, EventFilter, OutboxRow
 from storage.db import Database
@@ -184,12 +185,17 @@ async def test_backlog_while_database_down(db: Database) -> None:
     svc, hook, _ = service(db, clock)
     await db.pool.close()
     await svc.submit([mk("hi:p1")])  # kept in memory, not raised
-    assert svc.stats.backlog == 1
+    await svc.submit([mk("hi:p1", firing=False), mk("hi:p2")])
+    assert svc.stats.backlog == 3
+    with pytest.raises(SinkUnavailable):
+        await svc.step(0.0)  # still down: kept, in order
+    assert svc.stats.backlog == 3
     db.pool = type(db.pool)(db.dsn, min_size=1, max_size=2, open=False, kwargs={"autocommit": False})
     await db.pool.open(wait=True)
-    await svc.step(0.0)
+    await svc.step(1.0)
     await drain(svc)
-    assert [k for _, k, _ in hook.got] == ["firing"] and svc.stats.backlog == 0
+    assert [(k, key) for _, k, key in hook.got] == [("firing", "hi:p1"), ("firing", "hi:p2"), ("resolved", "hi:p1")]
+    assert svc.stats.backlog == 0 and svc.stats.counters["fired"] == 2 and svc.stats.counters["resolved"] == 1
 
 
 async def test_wiring_builds_service_from_the_config_file_section(db: Database, tmp_path: object) -> None:
