@@ -234,13 +234,15 @@ class Iec104Driver:
                 pp.message_timeout = o.t1_s
                 pp.confirm_interval = o.t2_s
                 pp.keep_alive_interval = o.t3_s
-                for ca in rtu.cas:
-                    conn.add_station(common_address=ca)
                 conn.on_receive_raw(callable=functools.partial(self._on_raw, link))
                 conn.on_state_change(callable=functools.partial(self._on_state, link))
                 link.conn = conn
                 link.state = "CLOSED"
                 self.ctx.health.links[link.label] = "connecting"
+        # No c104 stations: values are decoded from the raw APDUs. Without this no-op callback
+        # c104 would create a station and a point object for every IOA it sees (50,000 points
+        # held twice, and its point mutex stalls the client loop under load).
+        client.on_new_station(callable=self._on_new_station)
         self._client = client
         client.start()
         self._supervisor = asyncio.create_task(self._supervise(), name=f"iec104-supervisor-{self.name}")
@@ -272,6 +274,9 @@ class Iec104Driver:
             self._wake_scheduled = False
 
     # ------------------------------------------------------------------ c104 thread
+    def _on_new_station(self, client: c104.Client, connection: c104.Connection, common_address: int) -> None:
+        return None
+
     def _on_state(self, link: Link, connection: c104.Connection, state: c104.ConnectionState) -> None:
         name = state.name
         prev = link.state
