@@ -92,7 +92,7 @@ def apply_alert(row: AlertRow | None, alert: Alert, now: datetime, cfg: Alerting
     """Apply one detector alert to the current row of its key."""
     events: list[Event] = []
     ctx: dict[str, Any] = {"summary": alert.summary, "evidence": dict(alert.evidence),
-                           "recommendation": alert.recommendation}
+                           "recommendation": alert.recommendation, "alert_ts": alert.ts.isoformat()}
     if row is None:
         if not alert.firing:
             return Outcome(None, counters=["resolved_unknown"])
