@@ -15,7 +15,7 @@ from psycopg.rows import dict_row
 
 from core.records import BAD_QUALITY
 from storage.db import Database
-from storage.sqlfiles import fetch_one, query
+from storage.sqlfiles import fetch_all, fetch_one, query
 
 _F = "schedule.sql"
 
@@ -78,12 +78,12 @@ class ScheduleStore:
                 await conn.execute(query(_F, "lock_plans"))
                 for p in plans:
                     cur = await conn.execute(query(_F, "next_version"), {"day": p.day, "subject": p.subject})
-                    row = await cur.fetchone()
-                    version = int(row[0]) if row else 1  # type: ignore[call-overload]
+                    row = await fetch_one(cur)
+                    version = int(row[0]) if row else 1
                     cur = await conn.execute(query(_F, "insert_version"), {
                         "day": p.day, "subject": p.subject, "version": version, "unit": p.unit,
                         "hours": len(p.hours), "actor": actor, "source": source, "comment": comment})
-                    vrow = await cur.fetchone()
+                    vrow = await fetch_one(cur)
                     assert vrow is not None
                     vid = vrow[0]
                     async with conn.cursor() as c2:
@@ -97,8 +97,7 @@ class ScheduleStore:
         """subject -> (planned MWh, version) in force for the hour starting at `hour_start`."""
         async with self.db.connection() as conn:
             cur = await conn.execute(query(_F, "plans_at"), {"hour_start": hour_start})
-            return {str(r[0]): (float(r[1]), int(r[2]))  # type: ignore[arg-type, call-overload]
-                    for r in await cur.fetchall()}
+            return {str(r[0]): (float(r[1]), int(r[2])) for r in await fetch_all(cur)}
 
     async def plan_history(self, day: date, subject: str | None = None) -> list[dict[str, Any]]:
         """Every version of the plans of `day` (optionally one subject), oldest first."""
@@ -111,7 +110,7 @@ class ScheduleStore:
         """name -> id of the registered points among `names`."""
         async with self.db.connection() as conn:
             cur = await conn.execute(query(_F, "point_ids"), {"names": list(names)})
-            return {str(r[0]): int(r[1]) for r in await cur.fetchall()}  # type: ignore[call-overload]
+            return {str(r[0]): int(r[1]) for r in await fetch_all(cur)}
 
     async def counter_spans(self, ids: Sequence[int], start: datetime, end: datetime,
                             tol: timedelta) -> dict[int, CounterSpan]:
@@ -121,8 +120,7 @@ class ScheduleStore:
         async with self.db.connection() as conn:
             cur = await conn.execute(query(_F, "counter_energy"), {
                 "ids": list(ids), "start": start, "end": end, "tol": tol, "bad": int(BAD_QUALITY)})
-            return {int(r[0]): CounterSpan(r[1], r[2], r[3], r[4])  # type: ignore[arg-type, call-overload]
-                    for r in await cur.fetchall()}
+            return {int(r[0]): CounterSpan(r[1], r[2], r[3], r[4]) for r in await fetch_all(cur)}
 
     async def power_energy(self, ids: Sequence[int], start: datetime, end: datetime,
                            max_gap_s: float) -> dict[int, tuple[float, float]]:
@@ -132,8 +130,7 @@ class ScheduleStore:
         async with self.db.connection() as conn:
             cur = await conn.execute(query(_F, "power_energy"), {
                 "ids": list(ids), "start": start, "end": end, "max_gap": float(max_gap_s), "bad": int(BAD_QUALITY)})
-            return {int(r[0]): (float(r[1] or 0.0), float(r[2] or 0.0))  # type: ignore[call-overload, arg-type]
-                    for r in await cur.fetchall()}
+            return {int(r[0]): (float(r[1] or 0.0), float(r[2] or 0.0)) for r in await fetch_all(cur)}
 
     async def upsert_results(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert or replace result rows (keys: RESULT_COLUMNS) in one transaction."""
@@ -169,4 +166,4 @@ class ScheduleStore:
         """Start of every hour with a result not yet final that started before `before`."""
         async with self.db.connection() as conn:
             cur = await conn.execute(query(_F, "open_hours_before"), {"before": before})
-            return [r[0] for r in await cur.fetchall()]  # type: ignore[misc]
+            return [r[0] for r in await fetch_all(cur)]
