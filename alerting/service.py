@@ -345,9 +345,13 @@ class AlertingService:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait if streak else self.cfg.poll_interval_s)
         finally:
-            for s in self.senders:
-                with contextlib.suppress(Exception):
-                    await s.close()
+            await self.close()
+
+    async def close(self) -> None:
+        """Close the senders' connections (`run()` does it when it ends)."""
+        for s in self.senders:
+            with contextlib.suppress(Exception):
+                await s.close()
 
     async def step(self, mono: float) -> None:
         """One pass of the loop (tests call it directly)."""

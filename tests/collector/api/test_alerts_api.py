@@ -56,6 +56,7 @@ async def api(pg_dsn: str) -> AsyncIterator[tuple[TestClient[Any, Any], Alerting
             yield client, svc, registry
         finally:
             await client.close()
+            await svc.close()
     finally:
         await db.close()
 
