@@ -83,3 +83,12 @@ def test_rules_use_metrics_the_daemon_exports() -> None:
 def test_rule_files_are_shipped() -> None:
     assert RULES.exists() and RULE_TESTS.exists()
     assert Path(RULES).read_text().count("- alert:") >= 10
+
+
+def test_example_alertmanager_config_is_valid() -> None:
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.skip("amtool not installed (Debian package prometheus-alertmanager)")
+    path = ROOT / "configs" / "prometheus" / "alertmanager.example.yml"
+    out = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
