@@ -221,7 +221,9 @@ class Agent:
                 backoff_max_s=self.config.collector.backoff_max_s)
             self.metrics.spool_depth.set(self.spool.depth)
             self.metrics.spool_bytes.set(self.spool.bytes)
-            await self._register_all()
+            if not await self._register_all():
+                log.info("stopped before the points could be registered")
+                return
             for src in self.config.sources:
                 self.normalizers[src.name] = Normalizer(src, self.point_ids, self.config.filters)
             await self._run_tasks()
@@ -265,7 +267,8 @@ class Agent:
     def _cache_path(self) -> Path:
         return Path(self.config.spool.dir) / "points.json"
 
-    async def _register_all(self) -> None:
+    async def _register_all(self) -> bool:
+        """Register every point (retrying while the database is down); False if stopped first."""
         points = self.config.points
         delay = self.config.collector.backoff_initial_s
         while True:
@@ -278,19 +281,19 @@ class Agent:
                     tmp = path.with_suffix(".tmp")
                     tmp.write_text(json.dumps(self.point_ids))
                     tmp.replace(path)
-                return
+                return True
             except SinkError as e:
                 cached = self._load_cache()
                 if cached is not None and all(p.name in cached for p in points):
                     log.warning("database unavailable (%s); using the cached point ids", e)
                     self.point_ids = cached
-                    return
+                    return True
                 log.warning("cannot register points (%s); retrying in %.1fs", e, delay)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await self._stop.wait()
                 if self._stop.is_set():
-                    raise
+                    return False
                 delay = min(delay * 2, self.config.collector.backoff_max_s)
 
     def _load_cache(self) -> dict[str, int] | None:

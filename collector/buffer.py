@@ -34,6 +34,35 @@ class Batch:
         return len(self.readings)
 
 
+class _SplitAck:
+    """Runs `ack` once every batch holding a part of one `put` is done (with concurrent writers
+    the batch with the last part may finish first)."""
+
+    __slots__ = ("ack", "complete", "pending")
+
+    def __init__(self, ack: Ack) -> None:
+        self.ack = ack
+        self.pending = 0
+        self.complete = False
+
+    def part(self) -> Ack:
+        self.pending += 1
+        return self._done
+
+    def _done(self) -> None:
+        self.pending -= 1
+        self._maybe_fire()
+
+    def finish(self) -> None:
+        self.complete = True
+        self._maybe_fire()
+
+    def _maybe_fire(self) -> None:
+        if self.complete and self.pending == 0:
+            self.complete = False  # never twice
+            self.ack()
+
+
 class Buffer:
     """See module docstring. Single consumer; any number of producers."""
 
@@ -66,6 +95,7 @@ class Buffer:
                 return
             i = 0
             n = len(readings)
+            split = _SplitAck(ack) if ack is not None else None
             while i < n:
                 await self._cond.wait_for(lambda: self.rows < self.max_rows or self._closed)
                 cur = self._current
@@ -80,11 +110,13 @@ class Buffer:
                     cur.sources[source] += take
                 self.rows += take
                 i += take
-                if i >= n and ack is not None:
-                    cur.acks.append(ack)
+                if split is not None:
+                    cur.acks.append(split.part())
                 if len(cur.readings) >= self.batch_max_rows:
                     self._seal()
                 self._cond.notify_all()
+            if split is not None:
+                split.finish()
 
     def _seal(self) -> None:
         if self._current.readings or self._current.acks:

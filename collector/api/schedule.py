@@ -17,10 +17,13 @@ it the read routes still answer from the database and imports use `[schedule]` f
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from collector.api.context import ApiContext, get_ctx, require_role
 from core.records import utcnow
@@ -152,8 +155,44 @@ async def recompute(request: web.Request) -> web.Response:
     return _json({"day": day, "hours": await svc.recompute_day(day)})
 
 
+class ScheduleCollector(Collector):
+    """Exports the schedule service's counters at scrape time (`gridwatch_schedule_*`)."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+        svc = _service(self.ctx)
+        if svc is None:
+            return []
+        ns = "gridwatch_schedule"
+        ticks = CounterMetricFamily(f"{ns}_ticks", "Schedule computations run")
+        ticks.add_metric([], float(svc.ticks))
+        errors = CounterMetricFamily(f"{ns}_tick_errors", "Schedule computations that failed")
+        errors.add_metric([], float(svc.tick_errors))
+        recomputed = CounterMetricFamily(f"{ns}_recomputed_hours", "Closed hours recomputed after late or "
+                                         "corrected data with a changed result")
+        recomputed.add_metric([], float(svc.recomputed_hours))
+        warnings = CounterMetricFamily(f"{ns}_early_warnings", "Early warnings raised")
+        warnings.add_metric([], float(svc.early_warnings))
+        last = GaugeMetricFamily(f"{ns}_last_tick_seconds", "Duration of the last schedule computation")
+        last.add_metric([], svc.last_tick_seconds)
+        verdicts = GaugeMetricFamily(f"{ns}_current_hour_entities", "Entities of the current hour by verdict",
+                                     labels=["kind", "verdict"])
+        counts: dict[tuple[str, str], int] = {}
+        for r in svc.last_results:
+            counts[(r.entity_kind, r.verdict)] = counts.get((r.entity_kind, r.verdict), 0) + 1
+        for (kind, verdict), n in sorted(counts.items()):
+            verdicts.add_metric([kind, verdict], float(n))
+        return [ticks, errors, recomputed, warnings, last, verdicts]
+
+
 def setup(app: web.Application, ctx: ApiContext) -> None:
-    """Add the schedule routes."""
+    """Add the schedule routes and the schedule metrics to `ctx.registry`."""
+    try:
+        ctx.registry.register(ScheduleCollector(ctx))
+    except ValueError:  # already registered in this registry (the app was built twice)
+        pass
     app.router.add_get("/api/v1/schedule/results", results)
     app.router.add_get("/api/v1/schedule/plans", plans)
     app.router.add_post("/api/v1/schedule/plans", import_plans)

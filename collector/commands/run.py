@@ -9,6 +9,7 @@ import signal
 from typing import Any
 
 from collector.runtime import load_or_report, setup_logging
+from core.errors import SinkUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,12 @@ def run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(cfg, stop, api=not args.no_api)
+        try:
+            await serve(cfg, stop, api=not args.no_api)
+        except SinkUnavailable as e:
+            if not stop.is_set():
+                raise
+            log.info("stopped before the database was reachable: %s", e)
 
     asyncio.run(main())
     return 0

@@ -146,3 +146,22 @@ async def test_shutdown_with_database_down_spools_everything(parts) -> None:  # 
     await buf.close()
     await asyncio.wait_for(task, 30)
     assert spool.rows == 130
+
+
+async def test_ack_of_a_split_put_waits_for_every_part() -> None:
+    buf = Buffer(max_rows=1000, batch_max_rows=100, batch_max_age_s=0.05)
+    acked: list[int] = []
+    await buf.put(readings(0, 250), "a", ack=lambda: acked.append(1))
+    b1 = await buf.get()
+    b2 = await buf.get()
+    assert b1 is not None and b2 is not None
+    await buf.close()
+    b3 = await buf.get()
+    assert b3 is not None and len(b3) == 50
+    for b in (b3, b1):  # out of order, as concurrent writers may finish
+        for a in b.acks:
+            a()
+    assert acked == []
+    for a in b2.acks:
+        a()
+    assert acked == [1]
