@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -66,7 +67,10 @@ class ScheduleService:
         self._lock = asyncio.Lock()
         self.last_results: list[HourResult] = []
         self.ticks = 0
+        self.tick_errors = 0
         self.recomputed_hours = 0
+        self.early_warnings = 0
+        self.last_tick_seconds = 0.0
         self._point_names = [mp.point for s in config.subjects for mp in s.points]
         self._tol = timedelta(seconds=min(config.interval_s / 3.0, 300.0))
 
@@ -100,8 +104,10 @@ class ScheduleService:
             except asyncio.CancelledError:
                 raise
             except GridWatchError as e:  # database down: try again next tick
+                self.tick_errors += 1
                 log.warning("schedule tick failed: %s", e)
             except Exception:  # a bug must not end schedule control for good
+                self.tick_errors += 1
                 log.exception("schedule tick failed unexpectedly")
             await asyncio.sleep(max(0.05, self.config.compute_every_s / speed))
 
@@ -115,51 +121,57 @@ class ScheduleService:
     async def tick(self, now: datetime | None = None) -> list[HourResult]:
         """Close ended hours, recompute dirty ones, compute the current hour; return its results."""
         async with self._lock:
-            now = now or self.clock()
-            self.ticks += 1
-            await self.refresh_points()
-            cur = hour_of(now, self.tz)
-            grace = timedelta(seconds=self.config.final_after_s)
-            if self._next_to_close is None:
-                # after a restart: close what was left open, and catch up on hours missed while
-                # down (at most `recompute_days` back)
-                for start in await self.store.open_hours_before(cur.start):
-                    await self._finalize(hour_of(start, self.tz), now, journal_changes=False)
-                last = await self.store.last_final_end()
-                floor = hour_of(now - timedelta(days=self.config.recompute_days), self.tz).start
-                self._next_to_close = cur.start if last is None else max(min(last, cur.start), floor)
-            # close every hour that ended (plus grace) since the last tick, in order
-            while True:
-                h = hour_of(self._next_to_close, self.tz)
-                if h.end + grace > now or h.start >= cur.start:
-                    break
-                await self._finalize(h, now, journal_changes=False)
-                self._dirty.discard(h.start)
-                self._next_to_close = h.end
-            # late or corrected data in closed hours
-            horizon = now - timedelta(days=self.config.recompute_days)
-            for start in sorted(self._dirty):
-                if start >= self._next_to_close:
-                    continue
-                self._dirty.discard(start)
-                h = hour_of(start, self.tz)
-                if h.end < horizon:
-                    await self._journal("schedule", f"late data for hour {h.number} of {h.day} is older than "
-                                        f"{self.config.recompute_days} days: not recomputed",
-                                        {"hour_start": h.start.isoformat()}, now)
-                    continue
-                await self._finalize(h, now, journal_changes=True)
-            # the open hours (the current one, and the previous one during its grace period)
-            results: list[HourResult] = []
+            t0 = time.perf_counter()
+            try:
+                return await self._tick(now or self.clock())
+            finally:
+                self.ticks += 1
+                self.last_tick_seconds = time.perf_counter() - t0
+
+    async def _tick(self, now: datetime) -> list[HourResult]:
+        await self.refresh_points()
+        cur = hour_of(now, self.tz)
+        grace = timedelta(seconds=self.config.final_after_s)
+        if self._next_to_close is None:
+            # after a restart: close what was left open, and catch up on hours missed while
+            # down (at most `recompute_days` back)
+            for start in await self.store.open_hours_before(cur.start):
+                await self._finalize(hour_of(start, self.tz), now, journal_changes=False)
+            last = await self.store.last_final_end()
+            floor = hour_of(now - timedelta(days=self.config.recompute_days), self.tz).start
+            self._next_to_close = cur.start if last is None else max(min(last, cur.start), floor)
+        # close every hour that ended (plus grace) since the last tick, in order
+        while True:
             h = hour_of(self._next_to_close, self.tz)
-            while h.start <= cur.start:
-                results = await self.compute(h, now, final=False)
-                await self.store.upsert_results([result_row(r, now) for r in results])
-                if h.start == cur.start:
-                    await self._early_warnings(results, now)
-                h = hour_of(h.end, self.tz)
-            self.last_results = results
-            return results
+            if h.end + grace > now or h.start >= cur.start:
+                break
+            await self._finalize(h, now, journal_changes=False)
+            self._dirty.discard(h.start)
+            self._next_to_close = h.end
+        # late or corrected data in closed hours
+        horizon = now - timedelta(days=self.config.recompute_days)
+        for start in sorted(self._dirty):
+            if start >= self._next_to_close:
+                continue
+            self._dirty.discard(start)
+            h = hour_of(start, self.tz)
+            if h.end < horizon:
+                await self._journal("schedule", f"late data for hour {h.number} of {h.day} is older than "
+                                    f"{self.config.recompute_days} days: not recomputed",
+                                    {"hour_start": h.start.isoformat()}, now)
+                continue
+            await self._finalize(h, now, journal_changes=True)
+        # the open hours (the current one, and the previous one during its grace period)
+        results: list[HourResult] = []
+        h = hour_of(self._next_to_close, self.tz)
+        while h.start <= cur.start:
+            results = await self.compute(h, now, final=False)
+            await self.store.upsert_results([result_row(r, now) for r in results])
+            if h.start == cur.start:
+                await self._early_warnings(results, now)
+            h = hour_of(h.end, self.tz)
+        self.last_results = results
+        return results
 
     async def compute(self, hour: OperatingHour, now: datetime, *, final: bool) -> list[HourResult]:
         """Results of every subject and zone for `hour` from the stored readings."""
@@ -238,6 +250,7 @@ class ScheduleService:
                 if warned == r.hour.start:
                     continue
                 self._warned[r.entity] = r.hour.start
+                self.early_warnings += 1
                 alerts.append(self._alert(r, sev, True, now))
             elif warned == r.hour.start and r.verdict == "ok":
                 del self._warned[r.entity]

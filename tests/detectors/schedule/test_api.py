@@ -91,3 +91,6 @@ async def test_import_and_query(client: tuple[TestClient[Any, Any], Journal, Dat
     assert r.status == 400 and "'day'" in (await r.json())["error"]
     r = await tc.get("/api/v1/schedule/live", headers=VIEW)
     assert r.status == 200 and (await r.json())["results"] == []
+    r = await tc.get("/metrics")
+    text = await r.text()
+    assert "gridwatch_schedule_ticks_total" in text and "gridwatch_schedule_last_tick_seconds" in text
