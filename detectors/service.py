@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -197,31 +197,54 @@ class DetectionService:
 
     def __init__(self, cfg: DetectorsConfig, points: Mapping[int, ResolvedPoint], *, db: Database | None,
                  alert_sink: AlertSink | None, journal: Journal | None, clock: Clock,
-                 stale_after_intervals: float = 3.0, frozen_after: int | None = None) -> None:
+                 stale_after_intervals: float = 3.0, frozen_after: int | None = None,
+                 points_provider: Callable[[], Mapping[int, ResolvedPoint]] | None = None) -> None:
+        """`points_provider`, when given, is asked for the current {point_id: point} before each
+        batch and tick (the daemon learns point ids only after registering them); the rules are
+        rebuilt when the set of ids changes."""
         self.cfg = cfg
-        self.points = dict(points)
         self.db = db
         self.alert_sink = alert_sink
         self.journal = journal
         self.clock = clock
-        self.rules = build_rules(cfg, self.points, stale_after_intervals=stale_after_intervals,
-                                 frozen_after=frozen_after)
-        self.ml_points = {pid for pid, pt in self.points.items()
-                          if cfg.ml.enabled and any(_match(pt.name, p) for p in cfg.ml.points)}
-        self.groups = _device_groups(self.points)
+        self._stale_after = stale_after_intervals
+        self._frozen_after = frozen_after
+        self._points_provider = points_provider
         self.scorer: MLScorer | None = None
-        self.ml_alerter = MLAlerter(cfg.ml, self.points)
         self.stats = DetectionStats()
         self._lock = threading.Lock()
         self._history: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._history_rows = 0
         self._last_train: datetime | None = None
+        self.set_points(points)
+
+    def set_points(self, points: Mapping[int, ResolvedPoint]) -> None:
+        """(Re)build the rule detectors for `points` (their rule state starts afresh)."""
+        cfg = self.cfg
+        with self._lock:
+            self.points = dict(points)
+            self.rules = build_rules(cfg, self.points, stale_after_intervals=self._stale_after,
+                                     frozen_after=self._frozen_after)
+            self.ml_points = {pid for pid, pt in self.points.items()
+                              if cfg.ml.enabled and any(_match(pt.name, p) for p in cfg.ml.points)}
+            self.groups = _device_groups(self.points)
+            self.ml_alerter = MLAlerter(cfg.ml, self.points)
+            if self.scorer is not None:
+                self.scorer = MLScorer(self.scorer.model, self.groups)
+
+    def _refresh_points(self) -> None:
+        if self._points_provider is None:
+            return
+        current = self._points_provider()
+        if current.keys() != self.points.keys():
+            self.set_points(current)
 
     # -- BatchObserver ------------------------------------------------------------------
     async def on_batch(self, batch: Sequence[Reading]) -> None:
         """Observe a stored batch: rules and ML scoring in a thread, then deliver and store."""
         if not self.cfg.enabled or not batch:
             return
+        self._refresh_points()
         alerts, scores = await asyncio.to_thread(self.process, batch)
         if scores is not None and self.db is not None and self.cfg.ml.store_scores and score_store is not None:
             pids, ts_s, sc = scores
@@ -275,6 +298,7 @@ class DetectionService:
 
     async def tick(self) -> list[Alert]:
         """One stale check at the clock's now; delivers and returns the alerts."""
+        self._refresh_points()
         now = self.clock()
         with self._lock:
             alerts = self.rules.stale.tick(now)

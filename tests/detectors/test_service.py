@@ -114,3 +114,33 @@ async def test_delivery_errors_are_counted_not_raised() -> None:
     svc = build(_config(), None, Broken(), None, POINTS, lambda: datetime.now(UTC))
     await svc.on_batch([r(1, 0, 150)])
     assert svc.stats.delivery_errors == 1 and svc.stats.alerts >= 1
+
+
+async def test_wiring_resolves_points_and_sink_lazily() -> None:
+    from dataclasses import replace
+
+    from core.config import ResolvedSource
+    from detectors.wiring import wire
+
+    pt = point(1, "sub1.u_a", unit="kV", nominal=110, limits={"hi": 130})
+    cfg = replace(_config(), sources=(ResolvedSource(name="test", kind="fake", options=None, devices=(),
+                                                     points=(pt,)),))
+    journal = Journal()
+    features: dict[str, object] = {}
+    observers, services = wire(cfg, None, journal, features)  # type: ignore[arg-type]
+    svc = features["detectors"]
+    assert observers == [svc] and services == [svc]
+
+    class FakeAgent:
+        point_ids = {"sub1.u_a": 42}
+
+        def clock(self) -> datetime:
+            return T0
+
+    features["agent"] = FakeAgent()
+    await svc.on_batch([r(42, 0, 140)])  # type: ignore[attr-defined]
+    assert [e.details["key"] for e in journal.events] == ["limit:42", "voltage:42"]
+    sink = Sink()
+    features["alert_sink"] = sink
+    await svc.on_batch([r(42, 1, 110)])  # type: ignore[attr-defined]
+    assert sorted((a.key, a.firing) for a in sink.alerts) == [("limit:42", False), ("voltage:42", False)]
