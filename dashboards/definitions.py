@@ -261,6 +261,14 @@ def health() -> Dashboard:
     ts_panel(lay, "Spool and buffer", [
         prom("gridwatch_spool_depth", "spool batches"), prom("gridwatch_spool_bytes", "spool bytes", ref="B"),
         prom("gridwatch_buffer_rows", "buffer rows", ref="C")], w=12)
+    ts_panel(lay, "Schedule control: computation time and errors", [
+        prom("gridwatch_schedule_last_tick_seconds", "last tick (s)"),
+        prom("increase(gridwatch_schedule_tick_errors_total[1h])", "errors per hour", ref="B"),
+        prom("increase(gridwatch_schedule_recomputed_hours_total[1h])", "hours recomputed per hour", ref="C")],
+        w=12)
+    ts_panel(lay, "Schedule control: current hour by verdict", [
+        prom("sum by (verdict) (gridwatch_schedule_current_hour_entities)", "{{verdict}}")], w=12, bars=True,
+        stack=True)
     table_panel(lay, "Device freshness (from stored readings)", [sql(lay, "Device freshness", """
 SELECT p.source, p.device, count(*) AS points, max(r.ts) AS last_reading,
        extract(epoch FROM ($__timeTo()::timestamptz - max(r.ts)))::bigint AS age_s,

@@ -100,6 +100,15 @@ def _exported_metric_names() -> set[str]:
     h.count("errors")
     h.gauges["clock_skew_s:x"] = 1.0
     reg.register(HealthCollector({"s": h}, lambda: NOW))
+    from collector.api.context import ApiContext
+    from collector.api.schedule import ScheduleCollector
+    from core.config import parse_config
+    from detectors.schedule.service import ScheduleService
+
+    ctx = ApiContext(config=parse_config({}, Path("t.toml"), {}, {}), db=None, registry=reg,  # type: ignore[arg-type]
+                     journal=None)  # type: ignore[arg-type]
+    ctx.features["schedule"] = ScheduleService(CFG, None, None, None, lambda: NOW)  # type: ignore[arg-type]
+    reg.register(ScheduleCollector(ctx))
     names: set[str] = set()
     for fam in reg.collect():  # labelled metrics without children have no samples yet
         names |= {s.name for s in fam.samples} | {fam.name}
