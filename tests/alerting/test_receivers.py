@@ -139,6 +139,26 @@ async def test_webhook_down_and_back_nothing_lost_or_duplicated(db: Database, ho
     assert svc.stats.delivered["hook"] == 4
 
 
+async def test_two_daemons_on_one_database_deliver_each_notification_once(db: Database,
+                                                                          hook: HookReceiver) -> None:
+    cfg = make_config({"kind": "webhook", "name": "hook", "url": f"http://127.0.0.1:{hook.port}/hook",
+                       "secret": SECRET}, batch_size=5)
+    a, b = AlertingService(cfg, AlertStore(db)), AlertingService(cfg, AlertStore(db))
+    async with running(a), running(b):
+        for i in range(0, 40, 8):
+            await (a if i % 16 else b).submit([mk(f"hi:p{j}", device=f"rtu{j % 10}") for j in range(i, i + 8)])
+        await a.submit([mk(f"hi:p{j}", firing=False, device=f"rtu{j % 10}") for j in range(0, 40, 4)])
+        await eventually(lambda: _true(len(hook.got) >= 50), what="50 notifications")
+        await eventually(lambda: idle(a, "hook"), what="outbox idle")
+        await asyncio.sleep(1.0)
+    ids = [i for i, _, _ in hook.got]
+    assert len(ids) == 50 and len(set(ids)) == 50
+    print("delivered by a, b:", a.stats.delivered["hook"], b.stats.delivered["hook"])
+    assert a.stats.delivered["hook"] + b.stats.delivered["hook"] == 50
+    for j in range(0, 40, 4):
+        assert [k for _, k, key in hook.got if key == f"hi:p{j}"] == ["firing", "resolved"]
+
+
 async def test_webhook_wrong_secret_is_refused_and_secret_never_shown(db: Database, hook: HookReceiver) -> None:
     cfg = make_config({"kind": "webhook", "name": "hook", "url": f"http://127.0.0.1:{hook.port}/hook",
                        "secret": "not-the-secret-9999"})
