@@ -97,8 +97,8 @@ class ScheduleService:
     # -- BackgroundService ---------------------------------------------------------------
     async def run(self) -> None:
         """Tick every `compute_every_s` of clock time until cancelled; errors are logged."""
-        speed = float(getattr(self.clock, "speed", 1.0) or 1.0)
         while True:
+            speed = float(getattr(self.clock, "speed", 1.0) or 1.0)
             try:
                 await self.tick()
             except asyncio.CancelledError:
