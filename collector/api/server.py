@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 FEATURE_MODULES = ("collector.api.alerts", "collector.api.schedule", "collector.api.archive")
 STEPS = ("raw", "15m", "1h", "1d", "auto")
 MAX_LIMIT = 10_000
+READY_TIMEOUT_S = 3.0
 
 
 class ApiError(web.HTTPException):
@@ -104,7 +105,7 @@ async def readyz(request: web.Request) -> web.Response:
     db_ok = True
     db_error = ""
     try:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(READY_TIMEOUT_S):
             await store.ping(ctx.db)
     except (SinkError, TimeoutError, OSError) as e:
         db_ok = False

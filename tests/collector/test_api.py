@@ -134,3 +134,28 @@ async def test_tokens_from_config_and_env(tmp_path: Path, pg_dsn: str, monkeypat
     finally:
         await db.close()
     assert ctx.tokens == {"s3cret": ("ops", "viewer"), "from-env": ("env", "admin")}
+
+
+async def test_readyz_503_when_database_is_down(tmp_path: Path) -> None:
+    from tests.collector.test_outage import OwnPostgres
+
+    pg = OwnPostgres()
+    dsn = pg.start()
+    db = await Database.open(dsn, timeout=5)
+    try:
+        cfg = load(write_config(tmp_path, dsn, ""))
+        ctx = ApiContext(config=cfg, db=db, registry=__import__("prometheus_client").CollectorRegistry(),
+                         journal=LogJournal())
+        async with TestClient(TestServer(build_app(ctx))) as c:
+            assert (await get(c, "/readyz"))["ready"] is True
+            await asyncio.to_thread(pg.stop)
+            body = await get(c, "/readyz", 503)
+            assert body["ready"] is False and body["database"]["reachable"] is False
+            assert body["database"]["error"]
+            assert (await get(c, "/healthz")) == {"status": "ok"}
+    finally:
+        await db.close()
+        pg.stop()
+        import shutil
+
+        shutil.rmtree(pg.base, ignore_errors=True)
