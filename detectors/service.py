@@ -198,7 +198,8 @@ class DetectionService:
     def __init__(self, cfg: DetectorsConfig, points: Mapping[int, ResolvedPoint], *, db: Database | None,
                  alert_sink: AlertSink | None, journal: Journal | None, clock: Clock,
                  stale_after_intervals: float = 3.0, frozen_after: int | None = None,
-                 points_provider: Callable[[], Mapping[int, ResolvedPoint]] | None = None) -> None:
+                 points_provider: Callable[[], Mapping[int, ResolvedPoint]] | None = None,
+                 retention_days: float | None = None) -> None:
         """`points_provider`, when given, is asked for the current {point_id: point} before each
         batch and tick (the daemon learns point ids only after registering them); the rules are
         rebuilt when the set of ids changes."""
@@ -216,6 +217,8 @@ class DetectionService:
         self._history: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._history_rows = 0
         self._last_train: datetime | None = None
+        self._retention_days = retention_days
+        self._last_retention: datetime | None = None
         self.set_points(points)
 
     def set_points(self, points: Mapping[int, ResolvedPoint]) -> None:
@@ -294,7 +297,22 @@ class DetectionService:
             await self.tick()
             if self.cfg.ml.enabled and self._training_due():
                 await self.retrain()
+            await self.apply_retention()
             await asyncio.sleep(self.cfg.tick_s)
+
+    async def apply_retention(self) -> int:
+        """Hourly: delete anomaly scores older than the storage retention; rows deleted."""
+        if self.db is None or score_store is None or self._retention_days is None:
+            return 0
+        now = self.clock()
+        if self._last_retention is not None and (now - self._last_retention).total_seconds() < 3600:
+            return 0
+        self._last_retention = now
+        try:
+            return await score_store.delete_scores_before(self.db, now - timedelta(days=self._retention_days))
+        except Exception as e:
+            log.warning("detectors: anomaly score retention failed: %s", e)
+            return 0
 
     async def tick(self) -> list[Alert]:
         """One stale check at the clock's now; delivers and returns the alerts."""
@@ -450,4 +468,5 @@ def build(config: GridWatchConfig, db: Database | None, alert_sink: AlertSink | 
         cfg = DetectorsConfig.model_validate(cfg or {}) if isinstance(cfg, dict) else DetectorsConfig.model_validate({})
     return DetectionService(cfg, points, db=db, alert_sink=alert_sink, journal=journal, clock=clock,
                             stale_after_intervals=config.filters.stale_after_intervals,
-                            frozen_after=config.filters.frozen_after)
+                            frozen_after=config.filters.frozen_after,
+                            retention_days=float(config.storage.retention_days))

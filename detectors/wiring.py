@@ -68,6 +68,7 @@ def wire(cfg: GridWatchConfig, db: Database, journal: Journal,
 
     svc = DetectionService(dcfg, {}, db=db, alert_sink=FeatureAlertSink(features, journal), journal=journal,
                            clock=clock, stale_after_intervals=cfg.filters.stale_after_intervals,
-                           frozen_after=cfg.filters.frozen_after, points_provider=points)
+                           frozen_after=cfg.filters.frozen_after, points_provider=points,
+                           retention_days=float(cfg.storage.retention_days))
     features["detectors"] = svc
     return [svc], [svc]

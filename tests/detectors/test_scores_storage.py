@@ -78,3 +78,14 @@ async def test_service_trains_from_archive_persists_and_stores_scores(db: Databa
     rows = await scores.read_scores(db, 1, now, now + timedelta(hours=2))
     assert len(rows) == 4 and all(r.model == MODEL_NAME and 0 <= r.score <= 1 for r in rows)
     assert svc2.stats.scores_stored == 4 and svc2.stats.score_errors == 0
+
+
+async def test_service_retention_deletes_old_scores(db: Database) -> None:
+    now = T0 + timedelta(days=10)
+    await scores.write_scores(db, [1, 1], [T0.timestamp(), now.timestamp()], [0.5, 0.5], MODEL_NAME)
+    svc = DetectionService(DetectorsConfig.model_validate({}), {}, db=db, alert_sink=None, journal=None,
+                           clock=lambda: now, retention_days=5)
+    assert await svc.apply_retention() == 1
+    assert await svc.apply_retention() == 0  # at most hourly
+    rows = await scores.read_scores(db, 1, T0, now + timedelta(seconds=1))
+    assert [r.ts for r in rows] == [now]
