@@ -4,7 +4,7 @@
 | --- | --- |
 | GET  /api/v1/schedule/results?day=YYYY-MM-DD&subject= | viewer |
 | GET  /api/v1/schedule/plans?day=&subject=   (every version, oldest first) | viewer |
-| POST /api/v1/schedule/plans   {"plans": [{"day", "subject", "unit", "values"}], "comment"} | operator |
+| POST /api/v1/schedule/plans   {"plans": [{"day", "subject", "unit", "values"}], "comment"} or text/csv | operator |
 | GET  /api/v1/schedule/live    (the current hour as last computed) | viewer |
 | POST /api/v1/schedule/recompute?day= | operator |
 
@@ -29,7 +29,7 @@ from collector.api.context import ApiContext, get_ctx, require_role
 from core.records import utcnow
 from detectors.schedule.calendar import operating_day
 from detectors.schedule.config import ScheduleConfig
-from detectors.schedule.plans import PlanImportError, parse_json
+from detectors.schedule.plans import PlanImportError, parse_csv, parse_json
 from detectors.schedule.service import ScheduleService
 from storage.schedule import ScheduleStore
 
@@ -114,11 +114,14 @@ async def import_plans(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise _error(413, f"body larger than {MAX_BODY} bytes")
     try:
-        doc = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise _error(400, "request body must be a JSON object") from None
-    try:
-        imp = parse_json(doc, cfg, source=f"api:{user}")
+        if request.content_type in ("text/csv", "text/plain"):
+            imp = parse_csv(await request.text(), cfg, source=f"api:{user}")
+        else:
+            try:
+                doc = await request.json()
+            except (ValueError, UnicodeDecodeError):
+                raise _error(400, "request body must be a JSON object (or text/csv)") from None
+            imp = parse_json(doc, cfg, source=f"api:{user}")
     except PlanImportError as e:
         raise _error(400, "plan import rejected, nothing stored",
                      issues=[{"line": i.line, "field": i.column, "reason": i.reason} for i in e.issues]) from None

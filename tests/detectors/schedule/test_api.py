@@ -79,7 +79,17 @@ async def test_import_and_query(client: tuple[TestClient[Any, Any], Journal, Dat
     assert {i["field"] for i in body["issues"]} == {"plans[1].subject", "plans[2].values"}
     r = await tc.get("/api/v1/schedule/plans", params={"day": DAY.isoformat()}, headers=VIEW)
     versions = (await r.json())["versions"]
-    assert [(v["subject"], v["version"]) for v in versions] == [("GEN-N", 1)]
+    assert [(v["subject"], v["version"]) for v in versions] == [("GEN-N", 1)]  # the bad import stored nothing
+
+    csv_body = "day,subject,hour,value\n" + "".join(f"{DAY},LOAD-S,{h},5\n" for h in range(1, 24))
+    r = await tc.post("/api/v1/schedule/plans", data=csv_body, headers={**OP, "Content-Type": "text/csv"})
+    assert r.status == 400
+    assert (await r.json())["issues"][0] == {"line": 2, "field": "hour",
+                                             "reason": "subject 'LOAD-S' on 2026-12-02: 23 of 24 hours given, "
+                                                       "missing hour(s) 24"}
+    r = await tc.post("/api/v1/schedule/plans", data=csv_body + f"{DAY},LOAD-S,24,5\n",
+                      headers={**OP, "Content-Type": "text/csv"})
+    assert r.status == 201 and (await r.json())["stored"][0]["subject"] == "LOAD-S"
 
     r = await tc.post("/api/v1/schedule/recompute", params={"day": DAY.isoformat()}, headers=OP)
     assert r.status == 200 and (await r.json())["hours"] == 3  # hours 1..3 have ended at the service's clock
