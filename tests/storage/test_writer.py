@@ -114,7 +114,7 @@ async def test_timeout_is_unavailable_and_batch_not_half_written(any_db: Databas
         await locker.rollback()
     assert w.stats.failed == 1
     assert await scalar(any_db, "SELECT count(*) FROM readings") == 0
-    await w.write(readings([1, 2, 3], T0, 10))  # and it works once the lock is gone
+    await ReadingWriter(any_db).write(readings([1, 2, 3], T0, 10))  # and it works once the lock is gone
     assert await scalar(any_db, "SELECT count(*) FROM readings") == 30
 
 
