@@ -62,7 +62,7 @@ async def test_tls_link_carries_data(tmp_path: Path, ports: list[int],
     outstation_factory(pts, ports[:1], tls=server_tls)
     tls = {"certificate": str(c["master.crt"]), "key": str(c["master.key"]), "ca": str(c["ca.crt"]),
            "allowed_peers": [str(c["rtu.crt"])]}
-    h = Harness(resolve(ports[:1], [1], pts, tls=tls, connect_timeout_s=15))
+    h = Harness(resolve(ports[:1], [1], pts, tls=tls, connect_timeout_s=4))
     h.start()
     try:
         await h.wait(lambda: any(s.value == 3.5 for s in h.samples) or h.error is not None, "data over TLS",

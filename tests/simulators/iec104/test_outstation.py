@@ -37,7 +37,29 @@ def _dumpcap() -> str:
     return exe
 
 
-async def test_tshark_decodes_traffic_without_malformed_packets(tmp_path: Path) -> None:
+async def _traffic(port: int) -> None:
+    """GI, counter interrogation and spontaneous values (with IV on some) between the
+    simulator and the GridWatch driver."""
+    pts = build_points([1, 2], 48, mixed_share=0.25, seed=5)
+    sim = Outstation(pts, ports=[port])
+    sim.start()
+    h = Harness(resolve([port], [1, 2], pts, counter_mode="off"))
+    h.start()
+    try:
+        await h.ready()
+        for ca in (1, 2):
+            await h.driver.counter_interrogation(ca, "read")
+        ups = [Update(p.ca, p.ioa, p.value + 1, 0x80 if p.ioa % 7 == 0 and not p.type.startswith("M_IT") else 0)
+               for p in pts]
+        await asyncio.to_thread(sim.update_many, ups)
+        n = len(pts)
+        await h.wait(lambda: len(h.samples) >= n + n, "GI, counters and spontaneous values")
+    finally:
+        await h.stop()
+        sim.stop()
+
+
+def test_tshark_decodes_traffic_without_malformed_packets(tmp_path: Path) -> None:
     exe = _dumpcap()
     port = free_port()
     pcap = tmp_path / "iec104.pcapng"
@@ -46,29 +68,13 @@ async def test_tshark_decodes_traffic_without_malformed_packets(tmp_path: Path) 
     try:
         deadline = time.monotonic() + 20
         while not pcap.exists() and time.monotonic() < deadline and cap.poll() is None:
-            await asyncio.sleep(0.1)
+            time.sleep(0.1)
         if cap.poll() is not None or not pcap.exists():
             err = cap.stderr.read().decode() if cap.stderr else ""
             pytest.skip(f"cannot capture on lo: {err.strip()[:200]}")
-        await asyncio.sleep(1.0)  # let dumpcap's filter settle
-        pts = build_points([1, 2], 48, mixed_share=0.25, seed=5)
-        sim = Outstation(pts, ports=[port])
-        sim.start()
-        h = Harness(resolve([port], [1, 2], pts, counter_mode="off"))
-        h.start()
-        try:
-            await h.ready()
-            for ca in (1, 2):
-                await h.driver.counter_interrogation(ca, "read")
-            ups = [Update(p.ca, p.ioa, p.value + 1, 0x80 if p.ioa % 7 == 0 and not p.type.startswith("M_IT") else 0)
-                   for p in pts]
-            await asyncio.to_thread(sim.update_many, ups)
-            n = len(pts)
-            await h.wait(lambda: len(h.samples) >= n + n, "GI, counters and spontaneous values")
-        finally:
-            await h.stop()
-            sim.stop()
-        await asyncio.sleep(1.0)
+        time.sleep(1.0)  # let dumpcap's filter settle
+        asyncio.run(_traffic(port))
+        time.sleep(1.0)
     finally:
         cap.terminate()
         cap.wait(10)
