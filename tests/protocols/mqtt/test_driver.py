@@ -4,16 +4,36 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from core.errors import ConnectError
 from protocols.mqtt.sparkplug import DOUBLE, INT64, Metric, Payload, encode_payload
-from tests.conftest import Broker
+from tests.conftest import Broker, mosquitto_binary
 from tests.protocols.mqtt.support import Consumer, make_driver, publish, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def durable_broker() -> Iterator[Broker]:
+    """A mosquitto whose persistence really works: started as root it writes its database as
+    user `mosquitto`, which cannot write into pytest's 0700 tmp_path (the shared fixture's)."""
+    binary = mosquitto_binary()
+    if binary is None:
+        pytest.skip("mosquitto is not installed")
+    d = Path(tempfile.mkdtemp(prefix="gw-mqtt-durable-"))
+    d.chmod(0o777)
+    broker = Broker(binary, d)
+    broker.start()
+    yield broker
+    broker.stop()
+    shutil.rmtree(d, ignore_errors=True)
 
 JSON_TOPIC = [{"pattern": "amr/+meter/readings", "json": {"fields": {"p": {}, "v": {"path": "vals.v"}}}}]
 
@@ -105,6 +125,17 @@ async def test_broker_restart_reconnects_and_keeps_the_session(mqtt_broker: Brok
         await publish(mqtt_broker.port, [("amr/after/readings", _reading(2))])
         await wait_until(lambda: any(s.key == "after/p" for s in c.samples), what="message after restart")
         assert c.health.counters["connects"] >= 2
+
+
+async def test_queued_messages_survive_a_broker_restart(durable_broker: Broker) -> None:
+    async with Consumer(make_driver(durable_broker.port, JSON_TOPIC)):
+        pass
+    n = 100
+    await publish(durable_broker.port, [(f"amr/m{i}/readings", _reading(i)) for i in range(n)])
+    durable_broker.restart()  # mosquitto saves sessions and queued QoS 1 messages on shutdown
+    async with Consumer(make_driver(durable_broker.port, JSON_TOPIC)) as c:
+        await wait_until(lambda: len({s.key for s in c.samples if s.key.endswith("/p")}) == n,
+                         what="messages queued before the broker restart")
 
 
 async def test_unreachable_broker_raises_connect_error(mqtt_broker: Broker) -> None:
