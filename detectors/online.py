@@ -378,6 +378,8 @@ class NabParams:
     cn_rest: int = 150
     cn_threshold: float = 0.75
     cn_weight: float = 0.9
+    cn_gate: float = 0.4
+    cn_gate_rows: int = 10
 
 
 class SeasonalLagResidual:
@@ -422,7 +424,9 @@ class RecordContextEnsemble:
     Statistics, each through `RankSurprise`: the seasonal residual |x - median of the same time
     on the previous 7 days| (`SeasonalLagResidual`; without timestamps or before the spacing is
     known: |x - median of the previous `lev_window` values|), x (new highs) and -x (new lows).
-    The context component is `WarmContextNovelty` × `cn_weight`. Score = max of the four.
+    The context component is `WarmContextNovelty` × `cn_weight`, counted only when the
+    residual's rank surprise reached `cn_gate` within the last `cn_gate_rows` rows (a novel
+    context alone, with an ordinary value, is mostly noise). Score = max of the four.
     """
 
     def __init__(self, params: NabParams | None = None) -> None:
@@ -434,6 +438,7 @@ class RecordContextEnsemble:
         self.r_hi = RankSurprise(p.rank_warm)
         self.r_lo = RankSurprise(p.rank_warm)
         self.cn = WarmContextNovelty(p.cn_levels, p.cn_warm, p.cn_margin, p.cn_order, p.cn_rest, p.cn_threshold)
+        self.recent_lev: deque[float] = deque(maxlen=max(1, p.cn_gate_rows))
 
     def update(self, x: float, t: float | None = None) -> float:
         m = self.med.median()
@@ -443,8 +448,12 @@ class RecordContextEnsemble:
             seas = self.seas.update(x, t)
             if seas is not None:
                 lev = seas
-        s = max(self.r_lev.update(lev), self.r_hi.update(x), self.r_lo.update(-x))
+        s_lev = self.r_lev.update(lev)
+        self.recent_lev.append(s_lev)
+        s = max(s_lev, self.r_hi.update(x), self.r_lo.update(-x))
         c = self.cn.update(x) * self.p.cn_weight
+        if max(self.recent_lev) < self.p.cn_gate:
+            c = 0.0  # a novel context counts only while the level/seasonal residual is unusual too
         return min(1.0, max(s, c))
 
     def score(self, values: Sequence[float] | FloatArray,
