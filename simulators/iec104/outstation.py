@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import c104
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 log = logging.getLogger(__name__)
 
@@ -438,26 +439,65 @@ def _profile_value(p: PointDef, ts: datetime, seed: int) -> float:
 _profile_cache: dict[tuple[int, int, int], Any] = {}
 
 
+class SimulatorConfig(BaseModel):
+    """A `[[simulators]]` table of kind "iec104" (validated before anything starts)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str = "iec104"
+    config_dir: str | None = None
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=1, le=65535)
+    ports: list[int] = Field(default_factory=list)
+    stations: list[int] = Field(default_factory=lambda: [1])
+    points_per_station: int = Field(1000, ge=1, le=65_000)
+    types: list[str] = Field(default_factory=lambda: list(SUPPORTED_TYPES))
+    mixed_share: float = Field(0.1, ge=0, le=1)
+    deadband: float = Field(0.0, ge=0)
+    rate: float = Field(1000.0, gt=0)
+    scan_s: float = Field(0.0, ge=0)
+    seed: int = 1
+    k: int = Field(600, ge=1)
+    w: int = Field(400, ge=1)
+
+    @field_validator("types")
+    @classmethod
+    def _types(cls, v: list[str]) -> list[str]:
+        bad = [t for t in v if t not in SUPPORTED_TYPES]
+        if bad or not v:
+            raise ValueError(f"unsupported types {bad} (supported: {', '.join(SUPPORTED_TYPES)})")
+        return v
+
+
 async def run_simulator(cfg: dict[str, Any], clock: Callable[[], datetime], stop: asyncio.Event) -> None:
     """Run an outstation until `stop` is set (for `gridwatch simulate`).
 
-    cfg keys: host ("127.0.0.1"), ports ([2404] or port), stations ([1]), points_per_station
-    (1000), types (all), mixed_share (0.1), deadband (0.0), rate (updates/s, 1000),
-    scan_s (background scan period, 0 = off), seed (1), k (600), w (400).
+    cfg keys (see `SimulatorConfig`): host ("127.0.0.1"), ports ([2404]) or port, stations
+    ([1]), points_per_station (1000), types (all), mixed_share (0.1), deadband (0.0), rate
+    (updates/s, 1000), scan_s (background scan period, 0 = off), seed (1), k (600), w (400).
+    Raises ValueError naming the key on bad input.
     """
-    ports = cfg.get("ports") or [int(cfg.get("port", 2404))]
-    pts = build_points(cfg.get("stations", [1]), int(cfg.get("points_per_station", 1000)),
-                       types=cfg.get("types", SUPPORTED_TYPES), mixed_share=float(cfg.get("mixed_share", 0.1)),
-                       deadband=float(cfg.get("deadband", 0.0)), seed=int(cfg.get("seed", 1)))
-    seed = int(cfg.get("seed", 1))
-    now = clock()
-    for p in pts:
-        p.value = _profile_value(p, now, seed)
-    sim = Outstation(pts, ports=ports, host=cfg.get("host", "127.0.0.1"), k=int(cfg.get("k", 600)),
-                     w=int(cfg.get("w", 400)))
-    sim.start()
-    rate = float(cfg.get("rate", 1000))
-    scan_s = float(cfg.get("scan_s", 0))
+    try:
+        c = SimulatorConfig.model_validate(cfg)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ValueError(f"iec104 simulator: {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+    ports = c.ports or [c.port or 2404]
+    seed = c.seed
+
+    def build() -> Outstation:
+        pts = build_points(c.stations, c.points_per_station, types=c.types, mixed_share=c.mixed_share,
+                           deadband=c.deadband, seed=c.seed)
+        now = clock()
+        for p in pts:
+            p.value = _profile_value(p, now, seed)
+        o = Outstation(pts, ports=ports, host=c.host, k=c.k, w=c.w)
+        o.start()
+        return o
+
+    sim = await asyncio.to_thread(build)
+    rate = c.rate
+    scan_s = c.scan_s
     rnd = random.Random(seed)
     plist = list(sim.points.values())
     last_scan = time.monotonic()

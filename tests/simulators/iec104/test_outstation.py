@@ -106,3 +106,13 @@ async def test_run_simulator_serves_and_stops() -> None:
         await h.stop()
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def test_run_simulator_rejects_bad_config_naming_the_key() -> None:
+    stop = asyncio.Event()
+    with pytest.raises(ValueError, match="types"):
+        await run_simulator({"types": ["M_XX_NA_1"]}, lambda: datetime.now(UTC), stop)
+    with pytest.raises(ValueError, match="rate"):
+        await run_simulator({"rate": 0}, lambda: datetime.now(UTC), stop)
+    with pytest.raises(ValueError, match="colour"):
+        await run_simulator({"colour": "red"}, lambda: datetime.now(UTC), stop)
