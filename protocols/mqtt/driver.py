@@ -139,7 +139,8 @@ class MqttDriver:
     """Streaming driver for one MQTT source; see the module docstring."""
 
     def __init__(self, source: ResolvedSource, ctx: DriverContext, *,
-                 client_factory: Callable[..., _Client] | None = None) -> None:
+                 client_factory: Callable[..., _Client] | None = None,
+                 sparkplug_nodes: dict[tuple[str, str], Any] | None = None) -> None:
         opts = source.options
         if not isinstance(opts, SourceOptions):
             opts = SourceOptions.model_validate(opts)
@@ -163,7 +164,7 @@ class MqttDriver:
                     self._sparkplug = SparkplugDecoder(
                         self.name, ctx.health, death_marks_points=m.sparkplug.death_marks_points,
                         rebirth=self._request_rebirth if m.sparkplug.request_rebirth else None,
-                        points={k: v[0] for k, v in keys.items()})
+                        points={k: v[0] for k, v in keys.items()}, nodes=sparkplug_nodes)
                 dec = self._sparkplug
             self._routes.append(_Route(pat, m.format, dec))
             filt = pat.filter if not opts.shared_group else f"$share/{opts.shared_group}/{pat.filter}"
@@ -397,7 +398,18 @@ class MqttDriver:
         t.add_done_callback(self._tasks.discard)
 
 
+_SPARKPLUG_NODES: dict[str, dict[tuple[str, str], Any]] = {}
+"""Sparkplug B edge-node state (births, aliases, seq, last values) per source name.
+
+The collector builds a new driver after every lost link; with a persistent session the DDATA
+queued meanwhile still use the aliases of births the previous driver saw, so that state
+outlives a driver instance (it is small: one entry per edge node and metric)."""
+
+
 def create_driver(source: ResolvedSource, ctx: DriverContext) -> MqttDriver:
-    """Build the MQTT driver of `source` (its options validated as `SourceOptions`)."""
-    return MqttDriver(source, ctx)
+    """Build the MQTT driver of `source` (its options validated as `SourceOptions`).
+
+    Drivers of the same source share their Sparkplug B node state across re-creation.
+    """
+    return MqttDriver(source, ctx, sparkplug_nodes=_SPARKPLUG_NODES.setdefault(source.name, {}))
 

@@ -350,13 +350,15 @@ class SparkplugDecoder:
 
     def __init__(self, source: str, health: SourceHealth, *, death_marks_points: bool = True,
                  rebirth: Callable[[str, str], None] | None = None,
-                 points: dict[str, str] | None = None) -> None:
+                 points: dict[str, str] | None = None,
+                 nodes: dict[tuple[str, str], Any] | None = None) -> None:
         self.source = source
         self.health = health
         self.death_marks_points = death_marks_points
         self.rebirth = rebirth
         self.points = points or {}
-        self.nodes: dict[tuple[str, str], _Node] = {}
+        # per edge node state; pass the same dict to a new decoder to keep births across reconnects
+        self.nodes: dict[tuple[str, str], _Node] = nodes if nodes is not None else {}
 
     def _emit(self, key: str) -> str:
         return self.points.get(key, key)

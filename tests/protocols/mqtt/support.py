@@ -14,7 +14,7 @@ from core.config import ResolvedSource
 from core.errors import ConnectError
 from core.interfaces import DriverContext, SourceHealth
 from core.records import RawSample, utcnow
-from protocols.mqtt import SourceOptions, create_driver
+from protocols.mqtt import SourceOptions
 from protocols.mqtt.driver import MqttDriver
 
 
@@ -36,7 +36,7 @@ def make_driver(port: int, topics: list[dict[str, Any]], *, name: str = "amr", d
     sink = dead if dead is not None else []
     ctx = DriverContext(clock=utcnow, health=SourceHealth(name),
                         dead_letter=lambda s, r, p: sink.append((s, r, p)))
-    return create_driver(src, ctx)
+    return MqttDriver(src, ctx)  # fresh Sparkplug state (create_driver shares it per source name)
 
 
 class Consumer:

@@ -67,6 +67,33 @@ async def test_json_and_sparkplug_end_to_end(mqtt_broker: Broker) -> None:
         assert c.health.links["plant/e1"] == "up" and c.health.links["plant/e1/m9"] == "up"
 
 
+async def test_sparkplug_births_outlive_a_recreated_driver(mqtt_broker: Broker) -> None:
+    """The collector builds a new driver after a lost link: DDATA queued meanwhile still decode."""
+    from core.config import ResolvedSource
+    from core.interfaces import DriverContext, SourceHealth
+    from core.records import utcnow
+    from protocols.mqtt import SourceOptions, create_driver
+
+    opts = SourceOptions.model_validate({"port": mqtt_broker.port, "client_id": "gw-sp-recreate",
+                                         "topics": [{"pattern": "spBv1.0/#", "format": "sparkplug"}]})
+    src = ResolvedSource(name="sp-recreate-test", kind="mqtt", options=opts, devices=(), points=())
+    health = SourceHealth(src.name)
+
+    def new() -> object:
+        return create_driver(src, DriverContext(clock=utcnow, health=health))
+
+    async with Consumer(new()) as c:  # type: ignore[arg-type]
+        await publish(mqtt_broker.port, [("spBv1.0/g/NBIRTH/e1", encode_payload(Payload(seq=0, metrics=[
+            Metric(name="temp", alias=1, datatype=DOUBLE, value=1.0)])))])
+        await wait_until(lambda: len(c.samples) == 1, what="birth")
+    await publish(mqtt_broker.port, [("spBv1.0/g/NDATA/e1", encode_payload(Payload(seq=1, metrics=[
+        Metric(alias=1, datatype=DOUBLE, value=2.0)])))])
+    async with Consumer(new()) as c2:  # type: ignore[arg-type]
+        await wait_until(lambda: [(s.key, s.value) for s in c2.samples] == [("g/e1/temp", 2.0)],
+                         what="aliased data decoded by the new driver")
+    assert health.counters["decode_errors"] == 0 and health.counters["sequence_gaps"] == 0
+
+
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_persistent_session_receives_what_was_published_while_away(mqtt_broker: Broker,
                                                                          protocol: str) -> None:
