@@ -218,7 +218,7 @@ class FaultDetector:
 
     def flags(self, ts: Sequence[datetime], values: FloatArray) -> np.ndarray:
         sc = self.stream.score(values)
-        flags = sc >= self.threshold
+        flags = (sc >= self.threshold) | ~np.isfinite(values)
         same = 1
         gaps: list[float] = []
         for i in range(1, len(values)):
@@ -232,16 +232,24 @@ class FaultDetector:
         return flags
 
 
+def _targets(lab: FaultLabel, point: str) -> bool:
+    """A label names a point, or a device covering every point `<device>.<...>`."""
+    return point == lab.point or point.startswith(lab.point + ".")
+
+
 def evaluate_faults(labels: Sequence[FaultLabel], readings: dict[str, tuple[list[datetime], FloatArray]], *,
                     detector: str = "zscore", threshold: float = 0.9999,
                     grace_intervals: float = 2.0) -> FaultReport:
-    """Match detections (rising edges of flagged runs) to labelled faults per point."""
-    by_point: dict[str, list[FaultLabel]] = defaultdict(list)
-    for lab in labels:
-        by_point[lab.point].append(lab)
+    """Match detections (rising edges of flagged runs) to labelled faults.
+
+    A fault (half-open [start, end)) is detected when a flagged row of a point it covers lies in
+    [start, end + `grace_intervals` intervals]; its delay is the earliest such row - start. A
+    detection is true when some fault covering its point covers its time the same way.
+    """
     kinds: dict[str, KindResult] = {}
     for lab in labels:
         kinds.setdefault(lab.kind, KindResult(lab.kind)).faults += 1
+    best: dict[int, tuple[float, float]] = {}  # label index -> (delay s, delay intervals)
     detections = 0
     true_det = 0
     for point, (ts, values) in readings.items():
@@ -251,19 +259,22 @@ def evaluate_faults(labels: Sequence[FaultLabel], readings: dict[str, tuple[list
         flags = FaultDetector(detector, threshold).flags(ts, values)
         onsets = [i for i in range(len(flags)) if flags[i] and (i == 0 or not flags[i - 1])]
         flagged_ts = [ts[i] for i in np.flatnonzero(flags)]
-        labs = by_point.get(point, [])
+        labs = [(li, lab) for li, lab in enumerate(labels) if _targets(lab, point)]
         grace = grace_intervals * interval
         for i in onsets:
             detections += 1
             t = ts[i]
-            if any(lab.start <= t and (t - lab.end).total_seconds() <= grace for lab in labs):
+            if any(lab.start <= t and (t - lab.end).total_seconds() <= grace for _, lab in labs):
                 true_det += 1
-        for lab in labs:
+        for li, lab in labs:
             hit = next((t for t in flagged_ts if lab.start <= t and (t - lab.end).total_seconds() <= grace), None)
             if hit is not None:
-                kr = kinds[lab.kind]
-                kr.detected += 1
                 d = (hit - lab.start).total_seconds()
-                kr.delays_s.append(d)
-                kr.delays_intervals.append(d / interval)
+                if li not in best or d < best[li][0]:
+                    best[li] = (d, d / interval)
+    for li, (d_s, d_i) in best.items():
+        kr = kinds[labels[li].kind]
+        kr.detected += 1
+        kr.delays_s.append(d_s)
+        kr.delays_intervals.append(d_i)
     return FaultReport(detections, true_det, kinds)

@@ -219,6 +219,8 @@ class Ensemble:
         self.raw_last: list[float] = []
 
     def update(self, x: float) -> float:
+        if not math.isfinite(x):
+            return 1.0  # a non-finite value is anomalous itself; it never enters the state
         vals = []
         raws = []
         for raw_fn, lik in self.parts:
@@ -441,6 +443,8 @@ class RecordContextEnsemble:
         self.recent_lev: deque[float] = deque(maxlen=max(1, p.cn_gate_rows))
 
     def update(self, x: float, t: float | None = None) -> float:
+        if not math.isfinite(x):
+            return 1.0  # a non-finite value is anomalous itself; it never enters the state
         m = self.med.median()
         lev = abs(x - m) if m is not None else 0.0
         self.med.push(x)

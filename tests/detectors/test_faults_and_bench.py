@@ -37,6 +37,7 @@ def _write(tmp: Path) -> tuple[Path, Path]:
         {"point": "m1.u", "start": ts(1200), "end": ts(1200), "kind": "spike"},
         {"point": "m1.u", "start": ts(1300), "end": ts(1309), "kind": "stale"},
         {"point": "m2.u", "start": ts(10), "end": ts(20), "kind": "spike"},  # never read: a miss
+        {"point": "m1", "start": ts(1300), "end": ts(1310), "kind": "offline"},  # a device label
     ]) + "\n")
     return labels, readings
 
@@ -48,6 +49,7 @@ def test_fault_scoring_per_kind(tmp_path: Path) -> None:
     assert rep.kinds["spike"].faults == 2 and rep.kinds["spike"].detected == 1
     assert rep.kinds["spike"].delays_s == [0.0]
     assert rep.kinds["stale"].detected == 1
+    assert rep.kinds["offline"].detected == 1  # covers m1.u through its device name
     assert 0 < rep.precision <= 1
     assert "recall" in rep.as_text()
 
@@ -71,3 +73,38 @@ def test_cli_faults_and_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["detectors", "evaluate", "--labels", str(labels)]) == 2
     assert main(["bench", "detectors", "--points", "20", "--days", "2", "--batch", "200", "--batches", "5"]) == 0
     assert "readings/s" in capsys.readouterr().out
+
+
+def test_scores_faults_injected_by_the_simulators_fault_plan(tmp_path: Path) -> None:
+    from simulators.faults import FaultPlan
+
+    t0 = datetime(2026, 3, 2, tzinfo=UTC)
+
+    def at(i: int) -> str:
+        return (t0 + timedelta(minutes=15 * i)).isoformat()
+
+    plan = FaultPlan.from_config([
+        {"point": "s1.u_l1", "kind": "spike", "start": at(900), "end": at(901)},
+        {"point": "s1.u_l1", "kind": "frozen", "start": at(1000), "end": at(1012)},
+        {"point": "s1.u_l1", "kind": "dropout", "start": at(1100), "end": at(1108)},
+        {"point": "s1", "kind": "offline", "start": at(1200), "end": at(1210)},
+        {"point": "s1.u_l1", "kind": "corrupt", "start": at(1300), "end": at(1301)},
+    ])
+    labels = tmp_path / "labels.jsonl"
+    plan.write_labels(labels)
+    rng = np.random.default_rng(4)
+    lines = ["point,ts,value"]
+    for i in range(1400):
+        ts = t0 + timedelta(minutes=15 * i)
+        v = 230 + 3 * np.sin(2 * np.pi * i / 96) + rng.normal(0, 0.3)
+        out = plan.apply("s1.u_l1", ts, float(v))
+        if out.value is not None:
+            lines.append(f"s1.u_l1,{out.ts.isoformat()},{out.value!r}")
+    readings = tmp_path / "readings.csv"
+    readings.write_text("\n".join(lines) + "\n")
+    rep = evaluate_faults(read_labels(labels), read_readings(readings))
+    for kind in ("spike", "frozen", "dropout", "offline", "corrupt"):
+        assert rep.kinds[kind].detected == 1, (kind, rep.as_text())
+        assert rep.kinds[kind].delays_intervals[0] <= 11, (kind, rep.as_text())
+    assert rep.kinds["spike"].delays_s == [0.0] and rep.kinds["corrupt"].delays_s == [0.0]
+    assert rep.precision > 0.5, rep.as_text()
