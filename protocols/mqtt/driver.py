@@ -61,6 +61,7 @@ class _Client(aiomqtt.Client):
         super().__init__(*args, **kwargs)
         self.paho: paho.Client = self._client
         self.paho.manual_ack_set(True)
+        self.paho.disable_logger()  # paho formats a debug line per packet otherwise (aiomqtt keeps its logger)
         self.inbox: deque[_Inbound] = deque()
         self.wakeup = asyncio.Event()
         self.alive = False
