@@ -21,6 +21,7 @@ from storage.maintenance import (
     db_status,
     job_health,
     maintain,
+    ping,
     refresh_rollups,
 )
 from storage.migrate import applied_migrations, migrate
@@ -50,6 +51,7 @@ __all__ = [
     "maintain",
     "migrate",
     "migration_files",
+    "ping",
     "point_ids_by_name",
     "purge_events",
     "query_events",

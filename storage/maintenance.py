@@ -298,6 +298,13 @@ async def _maintain_timescale(db: Database, now: datetime, cfg: StorageConfig, r
 
 # --------------------------------------------------------------------------- health, status
 
+async def ping(db: Database, timeout_s: float = 5.0) -> None:
+    """Raise `SinkUnavailable` unless the database answers a trivial query within `timeout_s`."""
+    async with db.connection() as conn, conn.transaction():
+        await conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(int(timeout_s * 1000)),))
+        await conn.execute("SELECT 1")
+
+
 async def job_health(db: Database) -> list[JobHealth]:
     """TimescaleDB's policy jobs (if any) and GridWatch's own maintenance jobs."""
     out: list[JobHealth] = []

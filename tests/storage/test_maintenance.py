@@ -10,7 +10,7 @@ from core.config import StorageConfig
 from core.errors import SinkRejected
 from storage.bench import copy_ceiling
 from storage.db import Database
-from storage.maintenance import job_health, maintain, refresh_rollups
+from storage.maintenance import job_health, maintain, ping, refresh_rollups
 from storage.partitions import existing_partitions
 from storage.readings import query_readings
 from storage.writer import ReadingWriter
@@ -80,6 +80,7 @@ async def test_db_status_and_ceiling(any_db: Database) -> None:
         assert status["timescaledb_version"] and status["chunks"]
     assert isinstance(status["jobs"], list) and status["failed_jobs"] == []
 
+    await ping(any_db)
     rate = await copy_ceiling(any_db, n_points=50, rows=3000)
     assert rate > 0
     assert await scalar(any_db, "SELECT to_regclass('gw_bench_scratch')") is None
