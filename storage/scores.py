@@ -152,3 +152,25 @@ async def readings_history(db: Database, point_ids: Sequence[int], since: dateti
         return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
     arr = np.asarray(rows, dtype=np.float64)
     return arr[:, 0].astype(np.int64), arr[:, 1], arr[:, 2]
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def readings_for_labels(db: Database, targets: Sequence[str], since: datetime,
+                              until: datetime) -> dict[str, tuple[list[datetime], npt.NDArray[np.float64]]]:
+    """Stored readings of the points named in `targets` or belonging to a device named there
+    (`<device>.<...>`), in [since, until): {point name: (timestamps, values)} by time."""
+    patterns = sorted({p for t in targets for p in (_like_escape(t), _like_escape(t) + ".%")})
+    async with db.connection() as conn:
+        cur = await conn.execute(query(_FILE, "readings_of_points_like"),
+                                 {"patterns": patterns, "since": since, "until": until})
+        rows = await cur.fetchall()
+        await conn.rollback()
+    out: dict[str, tuple[list[datetime], list[float]]] = {}
+    for name, ts, value in rows:
+        s = out.setdefault(str(name), ([], []))
+        s[0].append(ts)  # type: ignore[arg-type]
+        s[1].append(float(value))  # type: ignore[arg-type]
+    return {k: (v[0], np.asarray(v[1], dtype=np.float64)) for k, v in out.items()}

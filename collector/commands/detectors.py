@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from core.errors import GridWatchError
 
 
 def register(sub: Any) -> None:
@@ -23,6 +27,8 @@ def register(sub: Any) -> None:
                                                      "zscore for faults)")
     ev.add_argument("--labels", type=Path, help="fault labels, JSON lines {point,start,end,kind}")
     ev.add_argument("--readings", type=Path, help="readings CSV (point,ts,value) for --labels")
+    ev.add_argument("--readings-dsn", help="read the labelled points' readings from this database instead "
+                                           "(points and readings tables)")
     ev.add_argument("--threshold", type=float, default=0.9999, help="score threshold for fault detections")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
     ev.set_defaults(handler=evaluate)
@@ -37,12 +43,16 @@ def evaluate(args: argparse.Namespace) -> int:
         print(f"unknown detector {args.detector!r} (known: {', '.join(sorted(DETECTORS))})", file=sys.stderr)
         return 2
     try:
-        if args.labels is not None or args.readings is not None:
-            if args.labels is None or args.readings is None:
-                print("--labels and --readings go together", file=sys.stderr)
+        if args.labels is not None or args.readings is not None or args.readings_dsn is not None:
+            if args.labels is None or (args.readings is None) == (args.readings_dsn is None):
+                print("--labels goes with one of --readings or --readings-dsn", file=sys.stderr)
                 return 2
-            rep = evaluate_faults(read_labels(args.labels), read_readings(args.readings),
-                                  detector=args.detector or "zscore", threshold=args.threshold)
+            labels = read_labels(args.labels)
+            if args.readings is not None:
+                readings = read_readings(args.readings)
+            else:
+                readings = asyncio.run(_db_readings(args.readings_dsn, labels))
+            rep = evaluate_faults(labels, readings, detector=args.detector or "zscore", threshold=args.threshold)
             print(json.dumps(rep.as_dict(), indent=2) if args.json else rep.as_text())
             return 0
         if args.data is None or args.windows is None:
@@ -52,7 +62,7 @@ def evaluate(args: argparse.Namespace) -> int:
             print(f"--data {args.data}: not a directory", file=sys.stderr)
             return 2
         nrep = evaluate_nab(args.data, args.windows, detector=args.detector or "ensemble", emit=args.emit)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, GridWatchError) as e:
         print(f"evaluate: {e}", file=sys.stderr)
         return 2
     if args.json:
@@ -64,3 +74,18 @@ def evaluate(args: argparse.Namespace) -> int:
     else:
         print(nrep.as_text())
     return 0
+
+
+async def _db_readings(dsn: str, labels: Any) -> Any:
+    from storage.db import Database
+    from storage.scores import readings_for_labels
+
+    if not labels:
+        return {}
+    since = min(lab.start for lab in labels) - timedelta(days=7)
+    until = max(lab.end for lab in labels) + timedelta(days=1)
+    db = await Database.open(dsn, pool_size=1)
+    try:
+        return await readings_for_labels(db, sorted({lab.point for lab in labels}), since, until)
+    finally:
+        await db.close()

@@ -40,3 +40,8 @@ SELECT point_id, extract(epoch FROM ts)::float8, value FROM readings
 WHERE point_id = ANY(%(point_ids)s) AND ts >= %(since)s AND ts < %(until)s
   AND value IS NOT NULL AND (quality & %(bad_mask)s) = 0
 ORDER BY point_id, ts
+
+-- name: readings_of_points_like
+SELECT p.name, r.ts, r.value FROM readings r JOIN points p ON p.id = r.point_id
+WHERE p.name LIKE ANY(%(patterns)s) AND r.ts >= %(since)s AND r.ts < %(until)s AND r.value IS NOT NULL
+ORDER BY p.name, r.ts

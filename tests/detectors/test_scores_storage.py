@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from collector.cli import main
 from core.records import Quality, Reading
 from detectors.config import DetectorsConfig
 from detectors.ml import MODEL_NAME
@@ -89,3 +93,30 @@ async def test_service_retention_deletes_old_scores(db: Database) -> None:
     assert await svc.apply_retention() == 0  # at most hourly
     rows = await scores.read_scores(db, 1, T0, now + timedelta(seconds=1))
     assert [r.ts for r in rows] == [now]
+
+
+async def test_evaluate_faults_reads_the_database(db: Database, pg_dsn: str, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from storage.points import register_points
+
+    ids = await register_points(db, [point(0, "m_1.u"), point(0, "m_1.i"), point(0, "m_10.u")])
+    rng = np.random.default_rng(0)
+    batch = []
+    for i in range(600):
+        ts = T0 + timedelta(minutes=15 * i)
+        for name in ("m_1.u", "m_1.i", "m_10.u"):
+            v = 230 + rng.normal(0, 0.3) + (60 if (name == "m_1.u" and i == 500) else 0)
+            batch.append(Reading(ids[name], ts, float(v), Quality.GOOD, ts))
+    await ReadingWriter(db).write(batch)
+    got = await scores.readings_for_labels(db, ["m_1"], T0, T0 + timedelta(days=30))
+    assert sorted(got) == ["m_1.i", "m_1.u"]  # the device prefix, not m_10, and `_` is literal
+    assert len(got["m_1.u"][0]) == 600
+    labels = tmp_path / "l.jsonl"
+    spike_at = (T0 + timedelta(minutes=15 * 500)).isoformat()
+    labels.write_text(json.dumps({"point": "m_1.u", "start": spike_at, "end": spike_at, "kind": "spike"}) + "\n")
+    # the CLI runs its own event loop: call it from a thread
+    rc = await asyncio.to_thread(main, ["detectors", "evaluate", "--labels", str(labels), "--readings-dsn", pg_dsn,
+                                        "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["kinds"]["spike"]["recall"] == 1.0
