@@ -212,6 +212,8 @@ class Forwarder:
             await self._stored(readings)
         await asyncio.to_thread(self.spool.commit, rec)
         self._update_spool_metrics()
+        if self.spool.empty():
+            self.db_ok = True  # drained: live batches write directly again
         return True
 
     async def _replay_loop(self) -> None:

@@ -86,8 +86,9 @@ async def test_outage_spools_then_replays_without_loss(parts) -> None:  # type: 
     await wait_for(lambda: len(acked) == 10)  # all acknowledged while the DB is down: spooled
     assert spool.depth > 0 and not sink.rows
     sink.down = False
-    await wait_for(lambda: len(sink.rows) == 1000 and spool.empty())
-    assert fw.db_ok
+    # db_ok turns True once the replay's last commit (run in a thread) returned
+    await wait_for(lambda: len(sink.rows) == 1000 and spool.empty() and fw.db_ok)
+    assert fw.replayed == 1000 and fw.stored == 0
     await buf.put(readings(5000, 10), "a")
     await buf.close()
     await task
