@@ -117,7 +117,7 @@ class Forwarder:
             except (SinkUnavailable, TimeoutError) as e:
                 self._down(e)
             except SinkRejected as e:
-                await self._bisect(readings, str(e))
+                await self._bisect(readings, str(e), _label(batch))
                 self._acked(batch)
                 return
             else:
@@ -169,13 +169,13 @@ class Forwarder:
         if self.on_stored is not None:
             await self.on_stored(readings)
 
-    async def _bisect(self, readings: Sequence[Reading], reason: str) -> None:
+    async def _bisect(self, readings: Sequence[Reading], reason: str, source: str = "spool") -> None:
         """Write what the database accepts; quarantine the smallest rejected parts."""
         if len(readings) <= 1:
             await asyncio.to_thread(self.spool.quarantine, readings, reason)
             self.quarantined += len(readings)
             if self.metrics is not None:
-                self.metrics.readings_rejected.labels("unknown").inc(len(readings))
+                self.metrics.readings_rejected.labels(source).inc(len(readings))
             log.error("quarantined %d reading(s): %s", len(readings), reason)
             return
         mid = len(readings) // 2
@@ -183,7 +183,7 @@ class Forwarder:
             try:
                 await self._write(part)
             except SinkRejected as e:
-                await self._bisect(part, str(e))
+                await self._bisect(part, str(e), source)
             except (SinkUnavailable, TimeoutError) as e:
                 self._down(e)
                 await self._spool(part)
@@ -238,3 +238,10 @@ class Forwarder:
         if self.metrics is not None:
             self.metrics.spool_depth.set(self.spool.depth)
             self.metrics.spool_bytes.set(self.spool.bytes)
+
+
+def _label(batch: Batch) -> str:
+    """The source label of a batch's metrics: its only source, or "mixed"."""
+    if len(batch.sources) == 1:
+        return next(iter(batch.sources))
+    return "mixed" if batch.sources else "unknown"

@@ -121,6 +121,7 @@ async def test_rejected_rows_are_quarantined_rest_stored(parts, tmp_path: Path) 
     assert len(sink.rows) == 99 and fw.quarantined == 1
     q = (tmp_path / "spool" / "quarantine.jsonl").read_text()
     assert "value 42.0 rejected" in q
+    assert fw.metrics.registry.get_sample_value("gridwatch_readings_rejected_total", {"source": "a"}) == 1
 
 
 async def test_buffer_is_bounded(parts) -> None:  # type: ignore[no-untyped-def]
