@@ -36,7 +36,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from core.config import ResolvedSource
 from core.errors import ConnectError
 from core.interfaces import DriverContext, SampleBatch
-from core.records import RawSample
+from core.records import Event, RawSample
 from protocols.mqtt.config import SourceOptions
 from protocols.mqtt.json import JsonDecoder, Problem
 from protocols.mqtt.sparkplug import SparkplugDecoder, rebirth_payload
@@ -351,6 +351,8 @@ class MqttDriver:
                         r.decoder.decode(cap, payload, received_at, out, problems)  # type: ignore[arg-type]
                     else:
                         r.decoder.decode(topic, payload, received_at, out, problems)  # type: ignore[arg-type]
+                        if r.decoder.events:  # type: ignore[union-attr]
+                            self._journal(r.decoder.events)  # type: ignore[union-attr]
                 except Exception as e:  # a decoder bug must not stop the subscriber either
                     problems.append(Problem("internal", f"payload: decoder failed: {type(e).__name__}: {e}"))
                 if r.kind == "json":
@@ -378,6 +380,27 @@ class MqttDriver:
             except Exception as e:  # the dead-letter store must not stop the subscriber
                 h.count("dead_letter_failures")
                 h.last_error = f"{self.name}: dead letter failed: {e}"
+
+    def _journal(self, events: list[tuple[str, str]]) -> None:
+        """Record Sparkplug births, deaths and sequence gaps in the event journal (async, best effort)."""
+        batch = events[:100]
+        events.clear()
+        journal = self.ctx.journal
+        if journal is None:
+            return
+        when = self.ctx.clock()
+
+        async def record() -> None:
+            for kind, message in batch:
+                with contextlib.suppress(Exception):
+                    await journal.record(Event(kind=kind, source=self.name, message=message, ts=when))
+
+        try:
+            t = asyncio.get_running_loop().create_task(record(), name=f"{self.name}-journal")
+        except RuntimeError:  # no running loop (decoding outside the driver's loop, e.g. tests)
+            return
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
 
     # -- sparkplug rebirth --------------------------------------------------------------------
     def _request_rebirth(self, group: str, edge: str) -> None:

@@ -359,6 +359,7 @@ class SparkplugDecoder:
         self.points = points or {}
         # per edge node state; pass the same dict to a new decoder to keep births across reconnects
         self.nodes: dict[tuple[str, str], _Node] = nodes if nodes is not None else {}
+        self.events: list[tuple[str, str]] = []  # (kind, message) for the journal; the driver drains it
 
     def _emit(self, key: str) -> str:
         return self.points.get(key, key)
@@ -389,6 +390,7 @@ class SparkplugDecoder:
             node = self.nodes[(group, edge)] = _Node()
         ts = _ms(p.timestamp)
         if mtype == "NDEATH":
+            self.events.append(("link", f"{self.source}: sparkplug edge node {node_id} died (NDEATH)"))
             self.health.links[node_id] = "down"
             self.health.count("sparkplug_deaths")
             self._mark_dead(node, node.last.keys(), ts or received_at, received_at, out)
@@ -404,9 +406,11 @@ class SparkplugDecoder:
             self.health.count("sequence_gaps")
             self.health.last_error = (f"{self.source}: sparkplug sequence gap from {node_id}: expected "
                                       f"{(node.seq + 1) % 256}, got {p.seq} ({mtype})")
+            self.events.append(("data", self.health.last_error))
         if p.seq is not None and p.seq <= 255:
             node.seq = p.seq
         if mtype == "NBIRTH":
+            self.events.append(("link", f"{self.source}: sparkplug edge node {node_id} born (NBIRTH)"))
             node.aliases.clear()
             node.born = True
             self.health.links[node_id] = "up"
@@ -419,6 +423,7 @@ class SparkplugDecoder:
                 del node.aliases[a]
         elif mtype == "DDEATH":
             assert device is not None
+            self.events.append(("link", f"{self.source}: sparkplug device {node_id}/{device} died (DDEATH)"))
             self.health.links[f"{node_id}/{device}"] = "down"
             self.health.count("sparkplug_deaths")
             keys = node.devices.get(device, set())

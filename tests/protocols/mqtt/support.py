@@ -13,7 +13,7 @@ import aiomqtt
 from core.config import ResolvedSource
 from core.errors import ConnectError
 from core.interfaces import DriverContext, SourceHealth
-from core.records import RawSample, utcnow
+from core.records import Event, RawSample, utcnow
 from protocols.mqtt import SourceOptions
 from protocols.mqtt.driver import MqttDriver
 
@@ -27,14 +27,24 @@ async def wait_until(pred: Callable[[], bool], timeout: float = 45.0, what: str 
         await asyncio.sleep(0.02)
 
 
+class ListJournal:
+    """A journal that keeps events in a list."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def record(self, event: Event) -> None:
+        self.events.append(event)
+
+
 def make_driver(port: int, topics: list[dict[str, Any]], *, name: str = "amr", dead: list[tuple[str, str, bytes]]
-                | None = None, **options: Any) -> MqttDriver:
+                | None = None, journal: ListJournal | None = None, **options: Any) -> MqttDriver:
     """A driver for a source on 127.0.0.1:port (dead letters appended to `dead`)."""
     opts = SourceOptions.model_validate({"host": "127.0.0.1", "port": port, "client_id": f"gw-{name}",
                                          "topics": topics, **options})
     src = ResolvedSource(name=name, kind="mqtt", options=opts, devices=(), points=())
     sink = dead if dead is not None else []
-    ctx = DriverContext(clock=utcnow, health=SourceHealth(name),
+    ctx = DriverContext(clock=utcnow, health=SourceHealth(name), journal=journal,
                         dead_letter=lambda s, r, p: sink.append((s, r, p)))
     return MqttDriver(src, ctx)  # fresh Sparkplug state (create_driver shares it per source name)
 

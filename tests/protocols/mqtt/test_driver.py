@@ -15,7 +15,7 @@ import pytest
 from core.errors import ConnectError
 from protocols.mqtt.sparkplug import DOUBLE, INT64, Metric, Payload, encode_payload
 from tests.conftest import Broker, mosquitto_binary
-from tests.protocols.mqtt.support import Consumer, make_driver, publish, wait_until
+from tests.protocols.mqtt.support import Consumer, ListJournal, make_driver, publish, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -45,7 +45,8 @@ def _reading(i: int) -> bytes:
 async def test_json_and_sparkplug_end_to_end(mqtt_broker: Broker) -> None:
     dead: list[tuple[str, str, bytes]] = []
     topics = [*JSON_TOPIC, {"pattern": "spBv1.0/#", "format": "sparkplug"}]
-    async with Consumer(make_driver(mqtt_broker.port, topics, dead=dead)) as c:
+    journal = ListJournal()
+    async with Consumer(make_driver(mqtt_broker.port, topics, dead=dead, journal=journal)) as c:
         ts = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000)
         await publish(mqtt_broker.port, [
             ("amr/m1/readings", _reading(1)),
@@ -65,6 +66,8 @@ async def test_json_and_sparkplug_end_to_end(mqtt_broker: Broker) -> None:
         assert dead[0][2] == b"{broken"
         assert c.health.counters["decode_errors"] == 1 and c.health.counters["decode_errors:json"] == 1
         assert c.health.links["plant/e1"] == "up" and c.health.links["plant/e1/m9"] == "up"
+        await wait_until(lambda: any("plant/e1 born (NBIRTH)" in e.message for e in journal.events), what="journal")
+        assert journal.events[0].kind == "link" and journal.events[0].source == "amr"
 
 
 async def test_sparkplug_births_outlive_a_recreated_driver(mqtt_broker: Broker) -> None:
