@@ -31,6 +31,10 @@ class FakeOptions(BaseModel):
     extra_keys: list[str] = Field(default_factory=list)  # unknown keys to emit once
     auto_register: bool = False
     start_index: int = 0
+    gate_at: int = 0  # after this many rounds wait for GATES[source] (tests sequence outages)
+
+
+GATES: dict[str, asyncio.Event] = {}
 
 
 _failures: dict[str, int] = {}
@@ -75,6 +79,8 @@ class FakeDriver:
 
     async def samples(self) -> AsyncIterator[SampleBatch]:
         while not self.done():
+            if self.opts.gate_at and self.round == self.opts.start_index + self.opts.gate_at:
+                await GATES.setdefault(self.source.name, asyncio.Event()).wait()
             yield SampleBatch(self._round())
             await asyncio.sleep(self.opts.per_round_s)
         await asyncio.Event().wait()  # finished: stay connected, silent

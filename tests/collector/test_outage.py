@@ -21,6 +21,7 @@ from collector.agent import Agent
 from collector.spool import Spool
 from storage.db import Database
 from storage.embedded import EmbeddedPostgres
+from tests.collector import fakes
 from tests.collector.fakes import BASE
 from tests.collector.helpers import (
     expected_sum,
@@ -69,22 +70,26 @@ def own_pg() -> Iterator[OwnPostgres]:
 
 
 async def test_database_stopped_mid_ingest_no_loss_no_duplicates(tmp_path: Path, own_pg: OwnPostgres) -> None:
-    n_points, rounds = 10, 400
+    n_points, rounds, gate = 10, 400, 100
+    fakes.GATES["s"] = asyncio.Event()  # the source pauses after `gate` rounds until the DB is down
     db = await Database.open(own_pg.dsn, timeout=10)
     await store.migrate(db)
-    cfg = load(write_config(tmp_path, own_pg.dsn, fake_source("s", n_points, rounds=rounds, per_round_s=0.01),
+    cfg = load(write_config(tmp_path, own_pg.dsn, fake_source("s", n_points, rounds=rounds, per_round_s=0.005,
+                                                              gate_at=gate),
                             batch_rows=200, write_timeout_s=2.0))
     agent = Agent(cfg, db)
     task = asyncio.create_task(agent.run())
     try:
-        await until(lambda: readings_stats(own_pg.dsn)[0] >= 300, what="first readings stored")
+        await until(lambda: readings_stats(own_pg.dsn)[0] == n_points * gate, what="first readings stored")
         await asyncio.to_thread(own_pg.stop)
+        fakes.GATES["s"].set()
         await until(lambda: agent.spool.depth >= 3, what="batches spooled while the database is down")
         await asyncio.to_thread(own_pg.start)
         await until(lambda: readings_stats(own_pg.dsn)[0] == n_points * rounds and agent.spool.empty(),
                     timeout=120, what="everything stored after the database came back")
         assert agent.forwarder is not None and agent.forwarder.spooled > 0 and agent.forwarder.replayed > 0
     finally:
+        fakes.GATES.pop("s", None)
         agent.stop()
         await asyncio.wait_for(task, 60)
         await db.close()
