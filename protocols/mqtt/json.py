@@ -135,11 +135,6 @@ class JsonDecoder:
         self.unit_problems: list[str] = []
 
     # -- keys -------------------------------------------------------------------------------
-    def _key(self, ids: tuple[str, ...], named: dict[str, str], field: str) -> str:
-        if self._template is None:
-            return "/".join((*ids, field))
-        return self._template.format(field=field, **named)
-
     def _target(self, key: str, unit: str) -> tuple[str, float]:
         """(key to emit, unit factor) for a derived key and the payload's unit, cached."""
         ck = (key, unit)
