@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.records import RawSample
 from protocols.mqtt.sparkplug import DOUBLE, Metric, Payload, encode_payload
-from tests.protocols.mqtt.support import make_driver
+from tests.conftest import Broker
+from tests.protocols.mqtt.support import Consumer, make_driver, publish, wait_until
 
 TOPICS = [
     {"pattern": "amr/+meter/readings"},
@@ -75,3 +78,24 @@ def test_invalid_utf8_topic_is_dead_lettered() -> None:
     drv = make_driver(1, TOPICS, dead=dead)
     drv._decode(None, b"{}", [])
     assert dead and "topic: not valid UTF-8" in dead[0][1]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(TOPIC_NAMES[:-1]), _payloads()), min_size=1, max_size=12))
+async def test_fuzzed_messages_through_the_broker(mqtt_broker: Broker, msgs: list[tuple[str, bytes]]) -> None:
+    """Fuzzed payloads over a real mosquitto: the subscriber survives and counts every one."""
+    dead: list[tuple[str, str, bytes]] = []
+    marker = f"amr/marker{uuid.uuid4().hex[:8]}/readings"
+    drv = make_driver(mqtt_broker.port, TOPICS, dead=dead, persistent_session=False, client_id="gw-fuzz")
+    async with Consumer(drv) as c:
+        await publish(mqtt_broker.port, [*msgs, (marker, b'{"p": 1}')])
+        await wait_until(lambda: any(s.key.startswith(marker.split("/")[1]) for s in c.samples), what="marker")
+        h = c.health.counters
+        assert h["messages"] == len(msgs) + 1
+        assert h["decode_errors"] == len(dead) and h["decode_errors:internal"] == 0
+        assert c.task is not None and not c.task.done()
+        for _, reason, payload in dead:
+            assert any(reason.startswith(t + ": ") and p == payload for t, p in msgs)
