@@ -277,26 +277,19 @@ class ModbusDriver:
         return self.ctx.clock().timestamp()
 
     # ------------------------------------------------------------------ public API
-    async def samples(self) -> AsyncIterator[SampleBatch]:
+    def samples(self) -> AsyncIterator[SampleBatch]:
         """One `SampleBatch` per device read, forever (until the driver is closed).
 
-        Raises `DriverError` only for an internal failure of the driver itself.
+        Starts the scheduler on first use. The iterator is an object, not a generator:
+        cancelling one `__anext__()` (e.g. `asyncio.wait_for(it.__anext__(), t)`) does not
+        end it. Raises `DriverError` only for an internal failure of the driver itself.
         """
         if self._out is None:
             raise DriverError(self.name, "use `async with` before samples()")
         if self._scheduler is None:
             self._scheduler = asyncio.create_task(self._schedule(), name=f"modbus:{self.name}:scheduler")
             self._scheduler.add_done_callback(self._task_done)
-        out = self._out
-        while True:
-            if self._failure is not None:
-                raise DriverError(self.name, f"internal failure: {self._failure!r}") from self._failure
-            try:
-                async with asyncio.timeout(1.0):
-                    batch = await out.get()
-            except TimeoutError:
-                continue
-            yield batch
+        return _SampleStream(self, self._out)
 
     async def read_device(self, name: str) -> list[RawSample]:
         """Read one device now (manual reading) and return its samples."""
@@ -672,6 +665,30 @@ class ModbusDriver:
     def device_state(self, name: str) -> str:
         """'up', 'down', 'connecting' or 'unknown' for a device."""
         return self._by_name[name].state
+
+
+class _SampleStream:
+    """The async iterator `ModbusDriver.samples()` returns."""
+
+    def __init__(self, driver: ModbusDriver, out: asyncio.Queue[SampleBatch]) -> None:
+        self._driver = driver
+        self._out = out
+
+    def __aiter__(self) -> _SampleStream:
+        return self
+
+    async def __anext__(self) -> SampleBatch:
+        drv = self._driver
+        while True:
+            if drv._failure is not None:
+                raise DriverError(drv.name, f"internal failure: {drv._failure!r}") from drv._failure
+            if drv._closed and self._out.empty():
+                raise StopAsyncIteration
+            try:
+                async with asyncio.timeout(1.0):
+                    return await self._out.get()
+            except TimeoutError:
+                continue
 
 
 def create_driver(source: ResolvedSource, ctx: DriverContext) -> ModbusDriver:
