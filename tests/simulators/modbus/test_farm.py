@@ -232,3 +232,16 @@ async def test_tshark_decodes_the_farm_traffic_without_malformed_packets(tmp_pat
     assert queries >= requests > 0 and answers >= requests
     assert count("_ws.malformed") == 0
     assert count("modbus.exception_code == 2") >= 3  # the bad register of each SDM630, while splitting
+
+
+async def test_a_late_answer_never_carries_the_next_requests_ids() -> None:
+    # two slow meters behind one gateway; the first request times out and the second is sent
+    # while the first's answer is still pending: that answer must not pass for the second's
+    port = free_port()
+    farm = make_farm([{"name": "slow{n}", "template": "sdm630", "count": 2, "port": port, "latency_ms": 800}],
+                     SystemClock())
+    async with farm, connected(port) as c:
+        with pytest.raises(RequestTimeout):
+            await c.read("holding", 64512, 2, 1, 0.2)
+        regs = await c.read("holding", 64512, 2, 2, 10)
+        assert codec.decode(regs, "uint32") == farm.by_name["slow2"].serial != farm.by_name["slow1"].serial
