@@ -48,6 +48,7 @@ QUIET_LOGGER.propagate = True
 
 _Inbound = tuple[str | None, bytes, int, int]  # topic (None when not UTF-8), payload, qos, mid
 _TOPIC_CACHE_MAX = 200_000
+DEAD_LETTER_MAX_BYTES = 64 * 1024  # a dead letter keeps at most this much of a payload
 
 
 class _Client(aiomqtt.Client):
@@ -374,6 +375,9 @@ class MqttDriver:
             reason += f"; and {len(problems) - 5} more"
         reason = f"{topic}: {reason}"
         h.last_error = f"{self.name}: {reason}"[:500]
+        if len(payload) > DEAD_LETTER_MAX_BYTES:
+            reason += f" (payload truncated from {len(payload)} bytes)"
+            payload = payload[:DEAD_LETTER_MAX_BYTES]
         if self.ctx.dead_letter is not None:
             try:
                 self.ctx.dead_letter(self.name, reason, payload)

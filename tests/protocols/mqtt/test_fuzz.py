@@ -73,6 +73,14 @@ def test_decode_never_raises_and_counts_every_bad_message(msgs: list[tuple[str, 
         assert isinstance(s.value, float) and math.isfinite(s.value) and s.key
 
 
+def test_huge_payloads_are_truncated_in_dead_letters() -> None:
+    dead: list[tuple[str, str, bytes]] = []
+    drv = make_driver(1, TOPICS, dead=dead)
+    drv._decode("amr/m1/readings", b"x" * 200_000, [])
+    (_, reason, kept), = dead
+    assert len(kept) == 64 * 1024 and reason.endswith("(payload truncated from 200000 bytes)")
+
+
 def test_invalid_utf8_topic_is_dead_lettered() -> None:
     dead: list[tuple[str, str, bytes]] = []
     drv = make_driver(1, TOPICS, dead=dead)
