@@ -13,7 +13,7 @@ Data flow::
                  v  Reading[]
         Buffer (bounded: buffer.max_rows; batches by storage.batch_max_rows / batch_max_age_ms)
                  v
-        Forwarder --write (timeout)--> storage ReadingWriter (binary COPY, idempotent)
+        Forwarder (2 writers) --write (timeout)--> storage ReadingWriter (binary COPY, idempotent)
                  |  down / slow            rejected
                  v                         v
         Spool (disk, fsync)        quarantine.jsonl         acks run once written or spooled
