@@ -132,6 +132,7 @@ class SourceOptions(_Model):
     shared_group: str | None = Field(None, pattern=r"^[^/+#]+$")  # subscribe as $share/<group>/<filter>
     auto_register: bool = False
     max_batch: int = Field(5000, ge=1)  # most samples handed over in one SampleBatch
+    max_pending_qos0: int = Field(200_000, ge=0)  # QoS 0 backlog bound in memory (0 = unbounded)
     topics: list[TopicMapping] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -66,12 +66,17 @@ class _Client(aiomqtt.Client):
         self.inbox: deque[_Inbound] = deque()
         self.wakeup = asyncio.Event()
         self.alive = False
+        self.max_pending_qos0 = 0  # 0: unbounded; else QoS 0 messages beyond it are dropped (counted)
+        self.dropped = 0
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         try:
             topic: str | None = message.topic
         except UnicodeDecodeError:
             topic = None
+        if message.qos == 0 and self.max_pending_qos0 and len(self.inbox) >= self.max_pending_qos0:
+            self.dropped += 1  # QoS 0 has no redelivery: a consumer this far behind loses them (counted)
+            return
         self.inbox.append((topic, cast(bytes, message.payload), message.qos, message.mid))
         if not self.wakeup.is_set():
             self.wakeup.set()
@@ -230,6 +235,7 @@ class MqttDriver:
             self.health.last_error = f"{self.name}: cannot connect to {self.opts.host}:{self.opts.port}: {e}"
             raise ConnectError(self.name, f"cannot connect to {self.opts.host}:{self.opts.port}: {e}") from e
         client.alive = True
+        client.max_pending_qos0 = self.opts.max_pending_qos0
         client.watch_disconnect()
         self._client = client
         self._loop_thread = threading.get_ident()
@@ -291,6 +297,9 @@ class MqttDriver:
                         mids.append(mid)
                     self._decode(topic, payload, samples)
                 self.health.count("messages", n)
+                if client.dropped:
+                    self.health.count("dropped_qos0_overflow", client.dropped)
+                    client.dropped = 0
                 self.health.last_message_at = self.ctx.clock()
                 if samples:
                     yield SampleBatch(samples, self._acker(client, mids) if mids else None)

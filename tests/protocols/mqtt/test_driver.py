@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import shutil
@@ -206,3 +207,23 @@ async def test_shared_subscription_splits_without_loss_or_duplicates(mqtt_broker
         assert keys(a) & keys(b) == set()
         assert len([s for s in a.samples + b.samples if s.key.endswith("/p")]) == n  # no duplicates
         assert keys(a) and keys(b)  # both instances took a share
+
+
+async def test_qos0_backlog_is_bounded_and_counted(mqtt_broker: Broker) -> None:
+    drv = make_driver(mqtt_broker.port, JSON_TOPIC, qos=0, max_pending_qos0=10, persistent_session=False)
+    async with drv:
+        gen = drv.samples()
+        first = asyncio.ensure_future(gen.__anext__())  # connects, then waits for a message
+        await wait_until(lambda: drv.health.links.get("broker") == "up", what="subscription")
+        await publish(mqtt_broker.port, [("amr/first/readings", _reading(0))], qos=0)
+        batch = await asyncio.wait_for(first, 30)
+        assert [s.key for s in batch.samples] == ["first/p", "first/v"] and batch.ack is None
+        # the consumer is "busy" now: nothing iterates while 300 QoS 0 messages arrive
+        await publish(mqtt_broker.port, [(f"amr/m{i}/readings", _reading(i)) for i in range(300)], qos=0)
+        client = drv._client
+        assert client is not None
+        await wait_until(lambda: len(client.inbox) + client.dropped == 300, what="all 300 seen by the client")
+        assert len(client.inbox) == 10
+        batch = await asyncio.wait_for(gen.__anext__(), 30)
+        assert len(batch.samples) == 20 and drv.health.counters["dropped_qos0_overflow"] == 290
+        await gen.aclose()
