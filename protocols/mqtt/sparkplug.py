@@ -368,6 +368,9 @@ class SparkplugDecoder:
                out: list[RawSample], problems: list[Problem]) -> None:
         """Append the samples of one message to `out` and its problems to `problems`."""
         parts = topic.split("/")
+        if len(parts) >= 2 and parts[0] == "spBv1.0" and parts[1] == "STATE":  # a host application's state
+            self.health.count("sparkplug_ignored")
+            return
         if len(parts) < 4 or parts[0] != "spBv1.0" or parts[2] not in MESSAGE_TYPES:
             problems.append(Problem("topic", f"topic: not a Sparkplug B topic ({topic[:80]!r})"))
             return

@@ -299,6 +299,20 @@ def test_sparkplug_birth_data_aliases_gaps_and_death() -> None:
     assert h.counters["data_before_birth"] == 1 and len(out) == 1
 
 
+def test_sparkplug_commands_and_host_state_are_ignored() -> None:
+    h = SourceHealth("sp")
+    dec = SparkplugDecoder("sp", h)
+    for topic, payload in [("spBv1.0/STATE/scada-host", b'{"online": true, "timestamp": 1}'),
+                           ("spBv1.0/g/NCMD/e1", encode_payload(Payload(metrics=[Metric(name="Node Control/Rebirth",
+                                                                                        datatype=BOOLEAN,
+                                                                                        value=True)])))]:
+        out: list[RawSample] = []
+        problems: list[Problem] = []
+        dec.decode(topic, payload, NOW, out, problems)
+        assert out == [] and problems == []
+    assert h.counters["sparkplug_ignored"] == 2
+
+
 @pytest.mark.parametrize(("topic", "payload", "code"), [
     ("spBv1.0/g/BOGUS/e1", b"", "topic"),
     ("spBv1.0/g/DDATA/e1", b"", "topic"),
