@@ -227,3 +227,21 @@ async def test_qos0_backlog_is_bounded_and_counted(mqtt_broker: Broker) -> None:
         batch = await asyncio.wait_for(gen.__anext__(), 30)
         assert len(batch.samples) == 20 and drv.health.counters["dropped_qos0_overflow"] == 290
         await gen.aclose()
+
+
+async def test_unknown_alias_requests_a_rebirth(mqtt_broker: Broker) -> None:
+    import aiomqtt
+
+    from protocols.mqtt.sparkplug import decode_payload
+
+    topics = [{"pattern": "spBv1.0/#", "format": "sparkplug", "sparkplug": {"request_rebirth": True}}]
+    async with aiomqtt.Client("127.0.0.1", mqtt_broker.port) as edge:
+        await edge.subscribe("spBv1.0/g/NCMD/e1", qos=0)
+        async with Consumer(make_driver(mqtt_broker.port, topics)) as c:
+            await publish(mqtt_broker.port, [("spBv1.0/g/NDATA/e1", encode_payload(Payload(seq=4, metrics=[
+                Metric(alias=7, datatype=DOUBLE, value=1.0)])))])
+            async with asyncio.timeout(45):
+                msg = await anext(aiter(edge.messages))
+            (m,) = decode_payload(bytes(msg.payload)).metrics  # type: ignore[arg-type]
+            assert (m.name, m.value) == ("Node Control/Rebirth", True)
+            assert c.health.counters["rebirth_requests"] == 1 and c.health.counters["decode_errors:alias"] == 1
