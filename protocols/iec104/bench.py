@@ -201,16 +201,22 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
 
         ctask = asyncio.create_task(consume())
         deadline = time.monotonic() + 120
-        while len(drv.gi_results) < stations and time.monotonic() < deadline:  # noqa: ASYNC110
+        while len({ca for ca, _, _ in drv.gi_results}) < stations and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+        first: dict[int, tuple[int, float]] = {}
+        for ca, n, t in drv.gi_results:
+            first.setdefault(ca, (n, t))
         # RTUs are interrogated in parallel, the CAs of one RTU one after the other
         per_rtu: dict[int, float] = {}
-        for ca, _, t in drv.gi_results:
+        for ca, (_, t) in first.items():
             r = next(i for i, (_, cas) in enumerate(rtus) if ca in cas)
             per_rtu[r] = per_rtu.get(r, 0.0) + t
         result["gi_s"] = round(max(per_rtu.values(), default=0.0), 3)
-        result["gi_objects"] = sum(n for _, n, _ in drv.gi_results)
+        result["gi_objects"] = sum(n for n, _ in first.values())
+        result["gi_per_ca"] = " ".join(f"{ca}:{n}/{t:.2f}s" for ca, (n, t) in sorted(first.items()))
         result["gi_incomplete"] = health.counters["gi_incomplete"]
+        result["gi_wait_s"] = round(time.monotonic() - deadline + 120, 2)
+        result["gi_runs"] = len(drv.gi_results)
         await asyncio.sleep(0.5)
         phase = "stream"
         stream_t0 = time.monotonic()

@@ -51,6 +51,13 @@ log = logging.getLogger(__name__)
 
 _CONNECTED = ("OPEN", "OPEN_MUTED")
 _COUNTER_TYPES = (d.M_IT_NA_1, d.M_IT_TA_1, d.M_IT_TB_1)
+GI_RETRY_S = 5.0
+STARTUP_PREFER_MAIN_S = 2.0
+COUNTERS = ("messages", "updates", "errors", "decode_errors", "switchovers", "reconnects", "gi_incomplete",
+            "gi_timeouts", "mismatched_type", "unmapped", "duplicates", "clock_syncs", "clock_sync_rejected",
+            "muted_watchdog", "command_unknown", "backpressure_waits", "end_of_init")
+"""Every counter the driver keeps; created up front, so c104's threads never add dict keys
+while the collector iterates the counters."""
 
 
 @dataclass
@@ -98,6 +105,7 @@ class Rtu:
         self.last_clock_sync = 0.0
         self.last_gi = 0.0
         self.counter_slot: int | None = None
+        self.gi_retry_at = 0.0  # monotonic time of a GI retry after a failed one (0 = none)
         self.gi: dict[tuple[int, bool], GiRun] = {}  # (ca, counter) -> run in progress
 
 
@@ -135,6 +143,7 @@ class Iec104Driver:
         self._map_points()
         self._type_of: dict[tuple[int, int], int] = {}
         self._mismatched: set[tuple[int, int]] = set()
+        self._counter_ioas: dict[int, set[int]] = {}
         self._unmapped: set[str] = set()
         self._last: dict[str, tuple[datetime, float]] = {}
         self._switch_until = 0.0  # monotonic time until which older device times are duplicates
@@ -147,11 +156,14 @@ class Iec104Driver:
         self.pending_high = 0  # the most samples ever waiting in the buffer (bounded by max_pending + 1 ASDU)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
-        self._client: Any = None
+        self._clients: list[Any] = []
         self._exec: ThreadPoolExecutor | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
+        self._started_at = 0.0
         self.gi_results: list[tuple[int, int, float]] = []  # (ca, objects, seconds), for tests/bench
+        for name in COUNTERS:
+            ctx.health.counters[name] += 0
 
     # ------------------------------------------------------------------ set-up
     def _build_rtus(self) -> list[Rtu]:
@@ -214,17 +226,22 @@ class Iec104Driver:
 
     async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._started_at = time.monotonic()
         self._event = asyncio.Event()
         self._closing = False
         self._failure = None
         self._exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"iec104-{self.name}")
         o = self.opts
-        tls = _tls(o.tls) if o.tls else None
-        client = c104.Client(tick_rate_ms=o.tick_rate_ms, command_timeout_ms=o.command_timeout_ms,
-                             transport_security=tls)
+        # One c104 client per endpoint: c104 aborts the process when a thread waits more than
+        # 100 ms for a callback's mutex, so no callback object may be shared between the
+        # receive threads of two connections (and our receive callback may block for
+        # backpressure).
+        clients = []
         for rtu in self.rtus:
             rtu.active = None
             for link in rtu.links:
+                client = c104.Client(tick_rate_ms=o.tick_rate_ms, command_timeout_ms=o.command_timeout_ms,
+                                     transport_security=_tls(o.tls) if o.tls else None)
                 conn = client.add_connection(ip=link.endpoint.host, port=link.endpoint.port, init=c104.Init.MUTED)
                 if conn is None:
                     raise ConfigError([ConfigIssue(self.name, "endpoints", f"c104 refused endpoint {link.label}")])
@@ -236,15 +253,17 @@ class Iec104Driver:
                 pp.keep_alive_interval = o.t3_s
                 conn.on_receive_raw(callable=functools.partial(self._on_raw, link))
                 conn.on_state_change(callable=functools.partial(self._on_state, link))
+                # No c104 stations: values are decoded from the raw APDUs. Without this no-op
+                # callback c104 would create a station and a point object for every IOA it sees
+                # (50,000 points held twice; its point mutex stalls the client loop under load).
+                client.on_new_station(callable=self._on_new_station)
                 link.conn = conn
                 link.state = "CLOSED"
                 self.ctx.health.links[link.label] = "connecting"
-        # No c104 stations: values are decoded from the raw APDUs. Without this no-op callback
-        # c104 would create a station and a point object for every IOA it sees (50,000 points
-        # held twice, and its point mutex stalls the client loop under load).
-        client.on_new_station(callable=self._on_new_station)
-        self._client = client
-        client.start()
+                clients.append(client)
+        self._clients = clients
+        for client in clients:
+            client.start()
         self._supervisor = asyncio.create_task(self._supervise(), name=f"iec104-supervisor-{self.name}")
 
     async def close(self) -> None:
@@ -263,8 +282,8 @@ class Iec104Driver:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await rtu.startup
                 rtu.startup = None
-        if self._client is not None:
-            client, self._client = self._client, None
+        clients, self._clients = self._clients, []
+        for client in clients:
             await asyncio.to_thread(client.stop)
         if self._exec is not None:
             self._exec.shutdown(wait=False, cancel_futures=True)
@@ -331,6 +350,8 @@ class Iec104Driver:
             t0 = types.get(k2)
             if t0 is None:
                 types[k2] = tid
+                if tid in _COUNTER_TYPES:
+                    self._counter_ioas.setdefault(ca, set()).add(ob.ioa)
             elif t0 != tid and k2 not in self._mismatched:
                 self._mismatched.add(k2)
                 h.count("mismatched_type")
@@ -358,8 +379,7 @@ class Iec104Driver:
         if cot == d.COT_SPONTANEOUS and asdu.objects[0].device_ts is not None:
             skew = (asdu.objects[0].device_ts - received).total_seconds()
             old = self._skew.get(ca)
-            self._skew[ca] = skew if old is None else 0.9 * old + 0.1 * skew
-            h.gauges[f"clock_skew_s:{ca}"] = round(self._skew[ca], 3)
+            self._skew[ca] = skew if old is None else 0.9 * old + 0.1 * skew  # published by samples()
         h.count("updates", len(out))
         if out:
             self._push(out)
@@ -410,7 +430,10 @@ class Iec104Driver:
                 h.count("clock_syncs")
         elif tid == d.M_EI_NA_1:
             h.count("end_of_init")
-            link.rtu.last_gi = 0.0  # the RTU restarted: interrogate again at the next tick
+            # The RTU (re)initialised: interrogate again, unless this is the greeting right after
+            # our own activation, which is followed by the start-up GI anyway.
+            if link is link.rtu.active and time.monotonic() - link.rtu.switched_at > 5.0:
+                link.rtu.last_gi = 0.0
 
     def _finish(self, run: GiRun, ok: bool) -> None:
         fut = run.done
@@ -473,8 +496,8 @@ class Iec104Driver:
         if not self.opts.check_gi_complete:
             return
         expected = self.expected.get(run.ca, set())
-        counters = {ioa for (ca, ioa), t in self._type_of.items() if ca == run.ca and t in _COUNTER_TYPES}
-        missing = expected - run.ioas - counters
+        counters = self._counter_ioas.get(run.ca, set()).copy()  # copy(): the c104 thread adds to it
+        missing = expected - run.ioas.copy() - counters
         if ok and not missing:
             return
         h = self.ctx.health
@@ -545,6 +568,9 @@ class Iec104Driver:
             active = None
         if active is None:
             cand = next((lk for lk in rtu.links if lk.connected), None)
+            if cand is not None and cand.index > 0 and rtu.ever_active is None \
+                    and now - self._started_at < STARTUP_PREFER_MAIN_S:
+                cand = None  # at start-up give the main endpoint a moment to connect first
             if cand is not None:
                 await self._activate(rtu, cand)
         elif self.opts.switch_back and active.index > 0:
@@ -573,7 +599,9 @@ class Iec104Driver:
             if o.clock_sync and (rtu.last_clock_sync == 0.0
                                  or (o.clock_sync_min and now - rtu.last_clock_sync >= o.clock_sync_min * 60)):
                 due.append("clock")
-            if (o.gi_interval_min and now - rtu.last_gi >= o.gi_interval_min * 60) or rtu.last_gi == 0.0:
+            if ((o.gi_interval_min and now - rtu.last_gi >= o.gi_interval_min * 60) or rtu.last_gi == 0.0
+                    or (rtu.gi_retry_at and now >= rtu.gi_retry_at)):
+                rtu.gi_retry_at = 0.0
                 due.append("gi")
             if o.counter_mode != "off":
                 slot = int(self.ctx.clock().timestamp() // (o.counter_interval_min * 60))
@@ -611,17 +639,29 @@ class Iec104Driver:
 
     async def _housekeeping(self, rtu: Rtu, due: list[str]) -> None:
         now = time.monotonic()
-        if "clock" in due:
-            rtu.last_clock_sync = now
-            for ca in rtu.cas:
-                await self.clock_sync(ca)
-        if "gi" in due:
-            rtu.last_gi = now
-            for ca in rtu.cas:
-                await self.interrogate(ca)
-        if "counter" in due:
-            for ca in rtu.cas:
-                await self.counter_interrogation(ca)
+        try:
+            if "clock" in due:
+                rtu.last_clock_sync = now
+                for ca in rtu.cas:
+                    await self.clock_sync(ca)
+            if "gi" in due:
+                rtu.last_gi = now
+                ok = True
+                for ca in rtu.cas:
+                    ok = await self.interrogate(ca) and ok
+                if not ok:  # link not open, negative or unterminated GI: try again soon
+                    rtu.gi_retry_at = time.monotonic() + GI_RETRY_S
+            if "counter" in due:
+                for ca in rtu.cas:
+                    await self.counter_interrogation(ca)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # never lose a housekeeping failure silently
+            h = self.ctx.health
+            h.count("errors")
+            h.last_error = f"{rtu.name}: housekeeping ({', '.join(due)}) failed: {e!r}"
+            log.exception("%s", h.last_error)
+            rtu.gi_retry_at = time.monotonic() + GI_RETRY_S
 
     # ------------------------------------------------------------------ stream
     def links_up(self) -> bool:
@@ -629,7 +669,7 @@ class Iec104Driver:
 
     async def samples(self) -> AsyncIterator[SampleBatch]:
         """Yield batches of samples; raise `ConnectError` when every link is down."""
-        if self._client is None:
+        if not self._clients:
             await self._start()
         assert self._event is not None
         event = self._event
@@ -650,6 +690,8 @@ class Iec104Driver:
                     self._pending = []
                     self._wake_scheduled = False
                     self._cv.notify_all()
+                for ca, skew in list(self._skew.items()):
+                    self.ctx.health.gauges[f"clock_skew_s:{ca}"] = round(skew, 3)
                 if batch:
                     yield SampleBatch(batch)
                     if len(batch) < 1000:

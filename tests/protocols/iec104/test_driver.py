@@ -161,9 +161,11 @@ async def test_switch_over_no_gap_no_duplicates(
         harness_factory: Callable[..., Harness]) -> None:
     pts = [PointDef(1, 1, "M_ME_TF_1"), PointDef(1, 2, "M_ME_NC_1")]
     sim = outstation_factory(pts, ports)
-    h = harness_factory(resolve(ports, [1], pts))
+    h = harness_factory(resolve(ports, [1], pts, switch_back=True, switch_back_delay_s=0.5))
     await h.ready()
-    await h.wait(lambda: h.health.links.get("rtu/ep1") == "standby", "reserve on standby")
+    await h.wait(lambda: h.health.links.get("rtu/ep0") == "up" and h.health.links.get("rtu/ep1") == "standby",
+                 "main active, reserve on standby")
+    before = h.health.counters["switchovers"]
     stop = threading.Event()
 
     def stream() -> None:
@@ -179,7 +181,7 @@ async def test_switch_over_no_gap_no_duplicates(
         await h.wait(lambda: len(h.by_key("1/1")) >= 30, "stream on main")
         killed_at = datetime.now(UTC)
         await asyncio.to_thread(sim.kill, 0)
-        await h.wait(lambda: h.health.counters["switchovers"] == 1, "switch-over")
+        await h.wait(lambda: h.health.counters["switchovers"] == before + 1, "switch-over")
         await h.wait(lambda: any(s.received_at > killed_at + timedelta(seconds=1) for s in h.by_key("1/1")),
                      "stream on reserve")
         n = len(h.by_key("1/1"))
@@ -206,12 +208,15 @@ async def test_switch_back_to_main(ports: list[int], outstation_factory: Callabl
     sim = outstation_factory(pts, ports)
     h = harness_factory(resolve(ports, [1], pts, switch_back=True, switch_back_delay_s=1.0))
     await h.ready()
+    await h.wait(lambda: h.health.links.get("rtu/ep0") == "up" and h.health.links.get("rtu/ep1") == "standby",
+                 "main active, reserve on standby")
+    before = h.health.counters["switchovers"]
     await asyncio.to_thread(sim.kill, 0)
     await h.wait(lambda: h.health.links.get("rtu/ep1") == "up", "reserve active")
     await asyncio.to_thread(sim.restart, 0)
     await h.wait(lambda: h.health.links.get("rtu/ep0") == "up" and h.health.links.get("rtu/ep1") == "standby",
                  "main active again, reserve on standby")
-    assert h.health.counters["switchovers"] == 2
+    assert h.health.counters["switchovers"] - before == 2
 
 
 async def test_reconnect_after_outstation_restart(
