@@ -147,12 +147,19 @@ class Broker:
 
 
 @pytest.fixture
-def mqtt_broker(tmp_path: Path) -> Iterator[Broker]:
-    """A real mosquitto for one test, on a free port (skips when mosquitto is not installed)."""
+def mqtt_broker() -> Iterator[Broker]:
+    """A real mosquitto for one test, on a free port (skips when mosquitto is not installed).
+
+    Started as root, mosquitto drops to user `mosquitto`; its persistence directory must be
+    reachable and writable for that user, which pytest's private tmp_path is not.
+    """
     binary = mosquitto_binary()
     if binary is None:
         pytest.skip("mosquitto is not installed (Debian package mosquitto; `make test` installs it as root)")
-    broker = Broker(binary, tmp_path)
+    workdir = Path(tempfile.mkdtemp(prefix="gw-mqtt-"))
+    workdir.chmod(0o777)
+    broker = Broker(binary, workdir)
     broker.start()
     yield broker
     broker.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
