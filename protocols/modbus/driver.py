@@ -221,11 +221,12 @@ class ModbusDriver:
     def plan_for(self, dev: _Device, now_s: float) -> list[Request]:
         """The requests for `dev` now (shared between devices of one template)."""
         skip = dev.bad.active(now_s)
-        key = (dev.plan_key, skip)
+        holes = dev.bad.holes(now_s)
+        key = (dev.plan_key, skip, holes)
         reqs = self._plans.get(key)
         if reqs is None:
             reqs = plan(dev.items, max_registers=dev.max_registers, max_bits=self.opts.max_bits,
-                        max_gap=dev.max_gap, skip=skip)
+                        max_gap=dev.max_gap, skip=skip, holes=holes)
             if len(self._plans) > 10_000:
                 self._plans.clear()
             self._plans[key] = reqs
@@ -517,6 +518,10 @@ class ModbusDriver:
         failed: dict[int, str] = {}
         device_down = ""
         ok_requests = 0
+        # requests split after an exception: child -> (left, right); both answering teaches
+        # the device's limits (see _learn)
+        family: dict[int, tuple[Request, Request]] = {}
+        answered: set[int] = set()
         while queue:
             req = queue.popleft()
             health.count("requests")
@@ -539,6 +544,7 @@ class ModbusDriver:
                     parts = split(req)
                     if parts:
                         health.count("splits")
+                        family[id(parts[0])] = family[id(parts[1])] = (parts[0], parts[1])
                         queue.extendleft(reversed(parts))
                         continue
                     it0 = req.items[0]
@@ -570,6 +576,10 @@ class ModbusDriver:
                 break
             ok_requests += 1
             health.count("responses")
+            answered.add(id(req))
+            fam = family.get(id(req))
+            if fam is not None and id(fam[0]) in answered and id(fam[1]) in answered:
+                self._learn(dev, fam[0], fam[1], now_s)
             at = self.ctx.clock()
             for it in req.items:
                 lo = it.address - req.address
@@ -586,6 +596,28 @@ class ModbusDriver:
             self._set_state(dev, "up", "")
             health.count("device_reads")
         return self._samples(dev, words, failed)
+
+    def _learn(self, dev: _Device, left: Request, right: Request, now_s: float) -> None:
+        """Both halves of a refused request answered: learn why the whole was refused.
+
+        Halves with a gap between them: the device refuses reads across that gap (reserved
+        registers), so plans will not merge across it. Adjacent halves: the device limits
+        the length of a read, so its `max_registers` drops to the longer half.
+        """
+        health = self.ctx.health
+        if right.address > left.end:
+            dev.bad.remember_hole(left.table, left.end, right.address, now_s)
+            health.count("learned_holes")
+            what = f"registers {left.table} {left.end}..{right.address - 1} cannot be read: not merging across them"
+        else:
+            limit = max(left.count, right.count)
+            if limit >= dev.max_registers:
+                return
+            dev.max_registers = limit
+            dev.plan_key = (dev.plan_key[0], limit, dev.plan_key[2])
+            health.count("learned_limits")
+            what = f"refuses reads longer than {limit} registers: max_registers lowered to {limit}"
+        self._event("data", f"device {dev.name}: {what}", {"device": dev.name, "table": left.table})
 
     def _report(self, dev: _Device, req: Request, code: int, message: str) -> None:
         key = (req.table, req.address, code)

@@ -65,11 +65,13 @@ def plan(
     max_bits: int = BIT_LIMIT,
     max_gap: int = 8,
     skip: Collection[tuple[str, int]] = (),
+    holes: Collection[tuple[str, int, int]] = (),
 ) -> list[Request]:
     """Merge `items` into the fewest requests; items whose (table, address) is in `skip` are left out.
 
     A request never spans the registers of a skipped item (they answered "illegal data
-    address"), even where the gap limit would allow it.
+    address"), nor a learned hole (table, lo, hi) - a gap between points the device refused
+    to read across - even where the gap limit would allow it.
 
     An item longer than the limit gets a request of its own (the device will refuse it; the
     driver validates this at start-up). Requests come out ordered by table, then address.
@@ -77,19 +79,21 @@ def plan(
     if max_registers < 1 or max_bits < 1 or max_gap < 0:
         raise ValueError("max_registers and max_bits must be >= 1 and max_gap >= 0")
     by_table: dict[str, list[Item]] = {}
-    holes: dict[str, list[tuple[int, int]]] = {}  # spans of skipped points: never read across them
+    blocked: dict[str, list[tuple[int, int]]] = {}  # spans never to read across
     for it in items:
         if (it.table, it.address) in skip:
-            holes.setdefault(it.table, []).append((it.address, it.end))
+            blocked.setdefault(it.table, []).append((it.address, it.end))
             continue
         by_table.setdefault(it.table, []).append(it)
+    for table, lo, hi in holes:
+        blocked.setdefault(table, []).append((lo, hi))
     out: list[Request] = []
     for table in sorted(by_table):
         limit = max_bits if _is_bit_table(table) else max_registers
         gap = max_gap * 16 if _is_bit_table(table) else max_gap
         cur: list[Item] = []
         start = end = 0
-        table_holes = holes.get(table, [])
+        table_holes = blocked.get(table, [])
         for it in sorted(by_table[table], key=lambda i: (i.address, i.index)):
             if cur and it.address - end <= gap and max(end, it.end) - start <= limit \
                     and not any(h0 < it.address and h1 > end for h0, h1 in table_holes):
@@ -135,7 +139,21 @@ class BadAddresses:
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
         self._until: dict[tuple[str, int], float] = {}
+        self._holes: dict[tuple[str, int, int], float] = {}
         self.version = 0
+
+    def remember_hole(self, table: str, lo: int, hi: int, now: float) -> None:
+        """Never read across registers [lo, hi) of `table` until `now + ttl_s`."""
+        if (table, lo, hi) not in self._holes:
+            self.version += 1
+        self._holes[(table, lo, hi)] = now + self.ttl_s
+
+    def holes(self, now: float) -> frozenset[tuple[str, int, int]]:
+        """The learned holes still in force at `now`."""
+        expired = [k for k, t in self._holes.items() if t <= now]
+        for k in expired:
+            del self._holes[k]
+        return frozenset(self._holes)
 
     def remember(self, table: str, address: int, now: float) -> None:
         """Leave (table, address) out of plans until `now + ttl_s`."""

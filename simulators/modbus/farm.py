@@ -73,6 +73,7 @@ class GroupConfig(_Model):
     silent_devices: list[str] = Field(default_factory=list)
     bad_addresses: list[int] = Field(default_factory=list)
     gaps: Literal["zero", "exception"] = "zero"
+    max_count: int = Field(125, ge=1, le=125)
     values: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("profile")
@@ -195,6 +196,7 @@ class FarmDevice:
     bad: frozenset[int]
     gaps: str
     seed: int
+    max_count: int = 125
     fixed: dict[str, float] = field(default_factory=dict)
     meter: Meter | None = None
     cache_key: float | None = None
@@ -262,7 +264,7 @@ class FarmDevice:
 
     def check(self, table: str, address: int, count: int) -> ExcCodes | None:
         """Exception code for a read of [address, address + count), None when fine."""
-        limit = 2000 if table in ("coil", "discrete") else 125
+        limit = 2000 if table in ("coil", "discrete") else self.max_count
         if count < 1 or count > limit:
             return ExcCodes.ILLEGAL_VALUE
         if self.bad and any(a in self.bad for a in range(address, address + count)):
@@ -429,6 +431,7 @@ class MeterFarm:
                     profile=Profile.create(kind, seed=seed, peak_kw=g.peak_kw * spread),
                     nominal_v=g.nominal_v, latency_s=g.latency_ms / 1000, jitter_s=g.jitter_ms / 1000,
                     silent=silent, bad=frozenset(g.bad_addresses), gaps=g.gaps, seed=seed, fixed=dict(g.values),
+                    max_count=g.max_count,
                 )
                 self.devices.append(dev)
                 self.by_port_unit[(port, unit)] = dev

@@ -347,3 +347,37 @@ async def test_counter_rollover_is_unwrapped_on_an_accelerated_clock(tmp_path: P
     assert fd.meter is not None
     kwh_growth = (vals[-1] - vals[0]) / 1000.0
     assert 0 < kwh_growth < fd.profile.peak_kw * (values[-1].received_at - values[0].received_at).total_seconds() / 3600 * 1.5
+
+
+async def test_learns_reserved_gaps_and_request_length_limits() -> None:
+    p1, p2 = free_port(), free_port()
+    clock = SystemClock()
+    farm = make_farm([
+        # answers "illegal data address" for any register no point occupies
+        {"name": "strict", "template": "sdm630", "port": p1, "gaps": "exception"},
+        # answers "illegal data value" for reads longer than 10 registers
+        {"name": "short", "template": "gw-tariff", "port": p2, "max_count": 10},
+    ], clock)
+    src = make_source([
+        {"name": "strict", "template": "sdm630", "options": {"port": p1}},
+        {"name": "short", "template": "gw-tariff", "options": {"port": p2}},
+    ])
+    ctx, journal = make_ctx(clock)
+    async with farm, create_driver(src, ctx) as drv:
+        first = await drv.read_all()
+        c1 = dict(ctx.health.counters)
+        second = await drv.read_all()
+        c2 = dict(ctx.health.counters)
+        third = await drv.read_all()
+        c3 = dict(ctx.health.counters)
+        await until(lambda: any("max_registers lowered" in e.message for e in journal.events), 30, "event")
+    for samples in (first, second, third):
+        assert {s.quality for s in samples} == {Quality.GOOD}
+    assert c1["learned_holes"] >= 1 and c1["learned_limits"] >= 1
+    assert c1.get("illegal_addresses", 0) == 0  # every point is readable: nothing is blacklisted
+    # once learned, a cycle needs no exception at all
+    assert c3["exceptions"] == c2["exceptions"]
+    assert c3["requests"] - c2["requests"] <= c2["requests"] - c1["requests"]
+    short = next(d for d in drv.devices if d.name == "short")
+    assert short.max_registers <= 10
+    assert any("strict" in e.message and "not merging across" in e.message for e in journal.events)
