@@ -53,6 +53,17 @@ def test_skip_and_split() -> None:
     assert [i.index for r in reqs for i in r.items] == [0, 2, 3]
 
 
+def test_learned_holes_are_never_spanned() -> None:
+    its = items((0, 2), (4, 2), (10, 2))
+    assert [(r.address, r.count) for r in plan(its)] == [(0, 12)]
+    reqs = plan(its, holes={("holding", 2, 4)})
+    assert [(r.address, r.count) for r in reqs] == [(0, 2), (4, 8)]
+    assert [(r.address, r.count) for r in plan(its, holes={("input", 2, 4)})] == [(0, 12)]
+    bad = BadAddresses(ttl_s=10)
+    bad.remember_hole("holding", 2, 4, now=0)
+    assert bad.holes(5) == {("holding", 2, 4)} and bad.holes(10) == frozenset()
+
+
 def test_bisection_finds_a_bad_point_in_log_steps() -> None:
     its = [Item(i, "holding", 2 * i, 2) for i in range(60)]
     bad = 37
