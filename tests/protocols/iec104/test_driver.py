@@ -310,3 +310,25 @@ async def test_device_time_is_utc_under_non_utc_tz(
     await h.wait(lambda: len(h.by_key("1/1")) >= 2 and len(h.by_key("1/2")) >= 1, "tagged values")
     assert h.by_key("1/1")[-1].device_ts == t_dev
     assert _close(h.by_key("1/2")[-1].device_ts, datetime.now(UTC))
+
+
+async def test_counter_interrogation_at_clock_boundaries_and_periodic_gi(
+        ports: list[int], outstation_factory: Callable[..., Outstation]) -> None:
+    pts = [PointDef(4, 1, "M_IT_TB_1", value=10.0), PointDef(4, 2, "M_ME_NC_1")]
+    outstation_factory(pts, ports[:1])
+    shift = [timedelta(0)]
+    h = Harness(resolve(ports[:1], [4], pts, counter_mode="freeze_read", counter_interval_min=15,
+                        gi_interval_min=0.02))
+    h.ctx.clock = lambda: datetime.now(UTC) + shift[0]
+    h.start()
+    try:
+        await h.ready()
+        assert not h.by_key("4/1")  # integrated totals are not part of GI
+        now = datetime.now(UTC)
+        shift[0] = timedelta(minutes=15)  # the (simulated) clock crosses a 15-minute boundary
+        await h.wait(lambda: len(h.by_key("4/1")) >= 1, "counter interrogation at the boundary")
+        assert h.by_key("4/1")[0].value == 10.0
+        assert h.by_key("4/1")[0].received_at > now + timedelta(minutes=10)
+        await h.wait(lambda: len(h.driver.gi_results) >= 3, "periodic GI")
+    finally:
+        await h.stop()
