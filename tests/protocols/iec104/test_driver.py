@@ -141,7 +141,9 @@ async def test_mixed_type_ioa(ports: list[int], outstation_factory: Callable[...
     s = next(s for s in h.samples if s.key == "1/10" and s.value == 6.5)
     assert _close(s.device_ts, datetime.now(UTC))  # M_ME_TF_1 with CP56Time2a
     assert h.health.counters["mismatched_type"] == 1
-    await h.driver.interrogate(1)  # the outstation still answers GI untagged
+    n = len(h.by_key("1/10"))
+    assert await h.driver.interrogate(1)  # the outstation still answers GI untagged
+    await h.wait(lambda: len(h.by_key("1/10")) > n, "GI answer handed over")
     assert h.by_key("1/10")[-1].device_ts is None
 
 
