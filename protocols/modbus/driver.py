@@ -163,6 +163,7 @@ class ModbusDriver:
         self._host_sems: dict[str, asyncio.Semaphore] = {}
         self._global_sem: asyncio.Semaphore | None = None
         self._closed = False
+        self._waiting: set[asyncio.Future[list[RawSample]]] = set()
 
     # ------------------------------------------------------------------ set-up
     def _build(self) -> None:
@@ -257,6 +258,10 @@ class ModbusDriver:
                 await t
         self._tasks.clear()
         self._scheduler = None
+        for fut in self._waiting:
+            if not fut.done():
+                fut.set_exception(DriverError(self.name, "driver closed before the read finished"))
+        self._waiting.clear()
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
@@ -297,7 +302,11 @@ class ModbusDriver:
         dev = self._by_name.get(name)
         if dev is None:
             raise DriverError(self.name, f"no device {name!r}")
+        if self._closed or self._out is None:
+            raise DriverError(self.name, "the driver is not running (use `async with`)")
         fut: asyncio.Future[list[RawSample]] = asyncio.get_running_loop().create_future()
+        self._waiting.add(fut)
+        fut.add_done_callback(self._waiting.discard)
         self._enqueue(_Job(dev, self._now_s(), fut), force=True)
         return await fut
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from core.clock import AcceleratedClock, SystemClock
+from core.errors import DriverError
 from core.records import Quality, RawSample
 from protocols.modbus import create_driver
 from protocols.modbus.driver import ModbusDriver
@@ -381,3 +382,22 @@ async def test_learns_reserved_gaps_and_request_length_limits() -> None:
     short = next(d for d in drv.devices if d.name == "short")
     assert short.max_registers <= 10
     assert any("strict" in e.message and "not merging across" in e.message for e in journal.events)
+
+
+async def test_closing_fails_pending_manual_reads_and_reading_needs_a_running_driver() -> None:
+    port = free_port()
+    clock = SystemClock()
+    farm = make_farm([{"name": "slow", "template": "sdm630", "port": port, "latency_ms": 3000}], clock)
+    src = make_source([{"name": "slow", "template": "sdm630", "options": {"port": port}}], options={"timeout_s": 10})
+    ctx, _ = make_ctx(clock)
+    drv = create_driver(src, ctx)
+    with pytest.raises(DriverError, match="not running"):
+        await drv.read_device("slow")
+    async with farm:
+        async with drv:
+            pending = asyncio.create_task(drv.read_device("slow"))
+            await until(lambda: ctx.health.counters["requests"] >= 1, 30, "the request to go out")
+        with pytest.raises(DriverError, match="closed"):
+            await asyncio.wait_for(pending, 30)
+        with pytest.raises(DriverError, match="no device"):
+            await drv.read_device("nope")
