@@ -146,7 +146,7 @@ class Agent:
                  observers: Sequence[BatchObserver] = (), services: Sequence[BackgroundService] = (),
                  alert_sink: AlertSink | None = None, journal: Journal | None = None,
                  registry: CollectorRegistry | None = None, sink: Sink | None = None,
-                 maintenance_interval_s: float = 60.0, handle_signals: bool = False) -> None:
+                 maintenance_interval_s: float = 60.0, handle_signals: bool = False, writers: int = 2) -> None:
         self.config = config
         self.db = db
         self.clock: Callable[[], datetime] = clock or SystemClock()
@@ -159,6 +159,7 @@ class Agent:
         self.healths: dict[str, SourceHealth] = {s.name: SourceHealth(s.name) for s in config.sources}
         self.metrics.watch_health(self.healths, self.clock)
         self.maintenance_interval_s = maintenance_interval_s
+        self.writers = writers
         self.handle_signals = handle_signals
         st = config.storage
         self.buffer = Buffer(max_rows=config.buffer.max_rows, batch_max_rows=st.batch_max_rows,
@@ -218,7 +219,7 @@ class Agent:
                 self.buffer, sink, self.spool, write_timeout_s=self.config.storage.write_timeout_s,
                 metrics=self.metrics, on_stored=self._on_stored,
                 backoff_initial_s=self.config.collector.backoff_initial_s,
-                backoff_max_s=self.config.collector.backoff_max_s)
+                backoff_max_s=self.config.collector.backoff_max_s, writers=self.writers)
             self.metrics.spool_depth.set(self.spool.depth)
             self.metrics.spool_bytes.set(self.spool.bytes)
             if not await self._register_all():

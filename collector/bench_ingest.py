@@ -101,6 +101,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dsn", help="database to use (default: a temporary embedded PostgreSQL)")
     p.add_argument("--ceiling-rows", type=int, default=1_000_000, help="rows of the COPY ceiling run")
     p.add_argument("--batch-rows", type=int, default=5000, help="storage.batch_max_rows")
+    p.add_argument("--writers", type=int, default=2, help="concurrent batch writers (default 2)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
 
 
@@ -133,7 +134,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             copy_ceiling = store.find("copy_ceiling")
             ceiling = float(await copy_ceiling(db, args.points, args.ceiling_rows))
             cfg = bench_config(args.points, tmp / "spool", dsn, args.batch_rows)
-            agent = Agent(cfg, db, maintenance_interval_s=3600)
+            agent = Agent(cfg, db, maintenance_interval_s=3600, writers=args.writers)
             task = asyncio.create_task(agent.run())
             await asyncio.wait_for(agent.started.wait(), 120)
             fw = agent.forwarder
