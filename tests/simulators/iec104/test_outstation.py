@@ -116,3 +116,25 @@ async def test_run_simulator_rejects_bad_config_naming_the_key() -> None:
         await run_simulator({"rate": 0}, lambda: datetime.now(UTC), stop)
     with pytest.raises(ValueError, match="colour"):
         await run_simulator({"colour": "red"}, lambda: datetime.now(UTC), stop)
+
+
+async def test_background_scan_and_deadband() -> None:
+    port = free_port()
+    pts = [PointDef(9, i, "M_ME_NB_1", deadband=10.0, value=100.0) for i in range(1, 41)]
+    sim = Outstation(pts, ports=[port])
+    sim.start()
+    h = Harness(resolve([port], [9], pts, counter_mode="off"))
+    h.start()
+    try:
+        await h.ready()
+        n0 = len(h.samples)
+        assert await asyncio.to_thread(sim.update, 9, 1, 105.0) == 0  # within the deadband: not sent
+        assert await asyncio.to_thread(sim.update, 9, 2, 111.0) == 1
+        assert await asyncio.to_thread(sim.scan) == 40  # background scan: every point, multi-object ASDUs
+        await h.wait(lambda: len(h.samples) >= n0 + 41, "spontaneous value and the scan")
+        latest = {s.key: s.value for s in h.samples}
+        assert latest["9/1"] == 105.0 and latest["9/2"] == 111.0
+        assert sim.lost == 0
+    finally:
+        await h.stop()
+        sim.stop()
