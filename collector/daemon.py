@@ -26,7 +26,7 @@ from core.interfaces import BackgroundService, BatchObserver, Journal
 
 log = logging.getLogger(__name__)
 
-FEATURE_WIRING: list[str] = ["detectors.wiring:wire", "alerting.wiring:wire", "detectors.schedule.wiring:wire"]
+FEATURE_WIRING: list[str] = ["alerting.wiring:wire", "detectors.wiring:wire", "detectors.schedule.wiring:wire"]
 """`module:function` hooks adding observers and services (missing modules are skipped)."""
 
 

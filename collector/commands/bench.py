@@ -13,6 +13,8 @@ BENCHES = {
     "iec104": "protocols.iec104.bench",
     "mqtt": "protocols.mqtt.bench",
     "detectors": "detectors.bench",
+    "alerting": "alerting.bench",
+    "schedule": "detectors.schedule.bench",
 }
 
 
