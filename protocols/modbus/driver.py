@@ -248,6 +248,9 @@ class ModbusDriver:
     async def close(self) -> None:
         """Stop scheduling, cancel workers and close every connection."""
         self._closed = True
+        events = [t for t in self._tasks if t.get_name().endswith(":event")]
+        if events:  # let the journal get the last link/data events
+            await asyncio.wait(events, timeout=2.0)
         tasks = list(self._tasks)
         if self._scheduler is not None:
             tasks.append(self._scheduler)

@@ -217,7 +217,7 @@ async def test_a_device_that_never_answers_does_not_delay_the_others(shared_gate
         assert drv.device_state(dead) == "down"
     for i in (1, 2, 3):
         gaps = _gaps(seen[f"ok{i}"])
-        assert statistics.median(gaps) < 2.5, (i, gaps)
+        assert statistics.median(gaps) < 3.0, (i, gaps)  # 1 s slots; blocked would be >= 4 s
         assert quality[f"ok{i}"] == {Quality.GOOD}
     assert quality[dead] == {Quality.COMM_FAIL}
     assert ctx.health.links[dead] == "down" and ctx.health.links["ok1"] == "up"
@@ -304,7 +304,7 @@ async def test_reconnects_when_transaction_ids_fall_out_of_step(tmp_path: Path) 
     ctx, _ = make_ctx(clock)
     async with _BadTidServer() as srv:
         src = make_source([{"name": "x", "template": "one", "options": {"port": srv.port, "unit_id": 3}}],
-                          options={"timeout_s": 0.5, "reconnect_after_timeouts": 2}, extra_templates=[str(tpl)])
+                          options={"timeout_s": 1.0, "reconnect_after_timeouts": 2}, extra_templates=[str(tpl)])
         async with create_driver(src, ctx) as drv:
             results = []
             for _ in range(6):
@@ -320,13 +320,14 @@ async def test_reconnects_when_transaction_ids_fall_out_of_step(tmp_path: Path) 
 
 @pytest.mark.slow
 async def test_counter_rollover_is_unwrapped_on_an_accelerated_clock(tmp_path: Path) -> None:
-    # a 16-bit Wh counter wraps every 65.5 kWh: an industrial meter of 2 MW wraps it every ~2 minutes
+    # a 16-bit Wh counter wraps every 65.5 kWh: an industrial meter of 2 MW wraps it every ~2
+    # simulated minutes, ~4.5 real seconds at x30; unwrapping survives stalls up to half that
     tpl = tmp_path / "small.toml"
     tpl.write_text('[[templates]]\nname = "small"\nkind = "modbus"\n'
                    '[[templates.points]]\nname = "energy_import_active"\nkind = "counter"\nscale = 0.001\n'
                    'options = { address = 0, type = "uint16" }\n')
     port = free_port()
-    clock = AcceleratedClock(datetime(2026, 3, 2, 8, tzinfo=UTC), speed=60.0)
+    clock = AcceleratedClock(datetime(2026, 3, 2, 8, tzinfo=UTC), speed=30.0)
     farm = make_farm([{"name": "big", "template": "small", "port": port, "profile": "industrial",
                        "peak_kw": 2000.0, "peak_spread": 0.0}], clock, templates=[str(tpl)])
     src = make_source([{"name": "big", "template": "small", "options": {"port": port}}],
