@@ -363,7 +363,9 @@ class Iec104Driver:
                 if key not in self._unmapped:
                     self._unmapped.add(key)
                     h.count("unmapped")
-                    log.warning("%s: unmapped point CA %d IOA %d (%s)", src, ca, ob.ioa, d.TYPE_NAMES.get(tid))
+                    # with auto_register the collector registers it: worth a note, not a warning
+                    log.log(logging.INFO if self.opts.auto_register else logging.WARNING,
+                            "%s: unmapped point CA %d IOA %d (%s)", src, ca, ob.ioa, d.TYPE_NAMES.get(tid))
             if gi is not None:
                 gi.ioas.add(ob.ioa)
             ts = ob.device_ts
