@@ -19,6 +19,7 @@ peers:
 	@bash scripts/install-peers.sh
 
 demo: $(STAMP)
+	@bash scripts/install-peers.sh mosquitto
 	$(BIN)/gridwatch demo
 
 test: $(STAMP) peers

@@ -37,8 +37,8 @@ and flushed to the database or the spool, observers finish the batches already s
 from __future__ import annotations
 
 import asyncio
-import gc
 import contextlib
+import gc
 import json
 import logging
 import math

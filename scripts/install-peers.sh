@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the independent peers the integration tests talk to (Debian packages), when this
 # user is root and apt-get exists. Tests whose peer is still missing skip with the reason.
+# Usage: install-peers.sh [mosquitto]   (no argument: every test peer)
 set -u
+only="${1:-}"
 pkgs=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || pkgs+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || pkgs+=(mosquitto-clients)
@@ -9,6 +11,10 @@ command -v mbpoll >/dev/null 2>&1 || pkgs+=(mbpoll)
 command -v tshark >/dev/null 2>&1 || pkgs+=(tshark)
 command -v prometheus-alertmanager >/dev/null 2>&1 || [ -x /usr/bin/prometheus-alertmanager ] || pkgs+=(prometheus-alertmanager)
 command -v promtool >/dev/null 2>&1 || pkgs+=(prometheus)
+if [ "$only" = "mosquitto" ]; then
+  pkgs=()
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || pkgs+=(mosquitto)
+fi
 if [ ${#pkgs[@]} -eq 0 ]; then
   exit 0
 fi

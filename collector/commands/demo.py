@@ -121,16 +121,11 @@ def _mqtt_sources(cfg: GridWatchConfig) -> list[Any]:
     return [s for s in cfg.sources if s.kind == "mqtt"]
 
 
-async def mosquitto(cfg: GridWatchConfig, stop: asyncio.Event) -> None:
-    """A local mosquitto on the port of the demo's MQTT source (data under var/mqtt)."""
-    srcs = _mqtt_sources(cfg)
-    if not srcs:
-        await stop.wait()
-        return
+def _mosquitto_setup(port: int) -> tuple[str, Path]:
+    """The mosquitto binary and a config for it under var/mqtt (persistent, loopback only)."""
     binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     if binary is None:
         raise RuntimeError("mosquitto is not installed (Debian package mosquitto): the MQTT source will retry")
-    port = int(srcs[0].options.port)
     work = Path("var/mqtt").resolve()
     work.mkdir(parents=True, exist_ok=True)
     work.chmod(0o777)  # mosquitto drops to its own user when started as root
@@ -138,6 +133,16 @@ async def mosquitto(cfg: GridWatchConfig, stop: asyncio.Event) -> None:
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
                     f"persistence_location {work}/\nmax_queued_messages 1000000\n"
                     "max_inflight_messages 0\nlog_dest none\n")
+    return binary, conf
+
+
+async def mosquitto(cfg: GridWatchConfig, stop: asyncio.Event) -> None:
+    """A local mosquitto on the port of the demo's MQTT source (data under var/mqtt)."""
+    srcs = _mqtt_sources(cfg)
+    if not srcs:
+        await stop.wait()
+        return
+    binary, conf = _mosquitto_setup(int(srcs[0].options.port))
     await run_process([binary, "-c", str(conf)], stop)
 
 
