@@ -382,6 +382,7 @@ class NabParams:
     cn_weight: float = 0.9
     cn_gate: float = 0.4
     cn_gate_rows: int = 10
+    joint: bool = True
 
 
 class SeasonalLagResidual:
@@ -428,7 +429,10 @@ class RecordContextEnsemble:
     known: |x - median of the previous `lev_window` values|), x (new highs) and -x (new lows).
     The context component is `WarmContextNovelty` × `cn_weight`, counted only when the
     residual's rank surprise reached `cn_gate` within the last `cn_gate_rows` rows (a novel
-    context alone, with an ordinary value, is mostly noise). Score = max of the four.
+    context alone, with an ordinary value, is mostly noise). With `joint` (default), a fifth
+    component: the rank surprise of the sum of the three statistics' rank surprises (a row
+    where the residual and the level are unusual together, though none is a record alone).
+    Score = max of the components.
     """
 
     def __init__(self, params: NabParams | None = None) -> None:
@@ -439,6 +443,8 @@ class RecordContextEnsemble:
         self.r_lev = RankSurprise(p.rank_warm)
         self.r_hi = RankSurprise(p.rank_warm)
         self.r_lo = RankSurprise(p.rank_warm)
+        self.r_joint = RankSurprise(p.rank_warm)
+        self.n = 0
         self.cn = WarmContextNovelty(p.cn_levels, p.cn_warm, p.cn_margin, p.cn_order, p.cn_rest, p.cn_threshold)
         self.recent_lev: deque[float] = deque(maxlen=max(1, p.cn_gate_rows))
 
@@ -454,7 +460,13 @@ class RecordContextEnsemble:
                 lev = seas
         s_lev = self.r_lev.update(lev)
         self.recent_lev.append(s_lev)
-        s = max(s_lev, self.r_hi.update(x), self.r_lo.update(-x))
+        s_hi = self.r_hi.update(x)
+        s_lo = self.r_lo.update(-x)
+        s = max(s_lev, s_hi, s_lo)
+        if self.p.joint:
+            self.n += 1
+            if self.n > self.p.rank_warm:  # the components' own warm-up rows (all 0) stay out
+                s = max(s, self.r_joint.update(s_lev + s_hi + s_lo))
         c = self.cn.update(x) * self.p.cn_weight
         if max(self.recent_lev) < self.p.cn_gate:
             c = 0.0  # a novel context counts only while the level/seasonal residual is unusual too
