@@ -30,6 +30,7 @@ from typing import Any
 from alerting import lifecycle
 from alerting.config import AlertingConfig, AlertmanagerReceiver, EmailReceiver, WebhookReceiver
 from alerting.receivers import AlertmanagerSender, DeliveryError, EmailSender, Sender, WebhookSender
+from core.aio import wait_event
 from core.config import GridWatchConfig
 from core.errors import ConfigError, ConfigIssue, GridWatchError, SinkRejected, SinkUnavailable
 from core.interfaces import Journal
@@ -342,8 +343,7 @@ class AlertingService:
                     self.stats.counters["loop_errors"] += 1
                     log.exception("alerting: unexpected error in the delivery loop")
                 wait = min(30.0, self.cfg.poll_interval_s * 2 ** min(streak, 10))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait if streak else self.cfg.poll_interval_s)
+                await wait_event(self._wake, wait if streak else self.cfg.poll_interval_s)
         finally:
             await self.close()
 

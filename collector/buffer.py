@@ -11,6 +11,7 @@ messages at the broker).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -139,10 +140,10 @@ class Buffer:
                     left = None
                     if self._closed:
                         return None
-                try:
-                    await asyncio.wait_for(self._cond.wait(), left)
-                except TimeoutError:
-                    pass
+                # asyncio.timeout, not wait_for: 3.11's wait_for can lose a cancellation
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await self._cond.wait()
 
     async def done(self, batch: Batch) -> None:
         """The forwarder finished `batch`: free its rows for producers."""

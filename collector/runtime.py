@@ -11,6 +11,7 @@ from typing import Any
 
 from collector import config as gwconfig
 from collector import store
+from core.aio import wait_event
 from core.config import GridWatchConfig
 from core.errors import ConfigError, SinkUnavailable
 from storage.db import Database
@@ -73,10 +74,7 @@ async def open_database(cfg: GridWatchConfig, *, dsn: str | None = None, migrate
                     embedded.stop()
                 raise
             log.warning("database not reachable (%s); retrying in %.0fs", e, delay)
-            try:
-                await asyncio.wait_for(retry_until.wait(), delay)
-            except TimeoutError:
-                pass
+            await wait_event(retry_until, delay)
             delay = min(delay * 2, cfg.collector.backoff_max_s)
     if migrate:
         applied = await store.migrate(db)

@@ -33,6 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core.aio import wait_event
 from core.clock import AcceleratedClock
 from simulators import RUNNERS, load_runner
 
@@ -162,8 +163,7 @@ async def simulate(section: SimulateSection, tables: list[dict[str, Any]], durat
             if duration is not None and time.monotonic() - t0 >= duration:
                 stop.set()
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.2)
+            await wait_event(stop, 0.2)
 
     async with asyncio.TaskGroup() as tg:
         tg.create_task(watch(), name="simulate:watch")

@@ -40,6 +40,7 @@ from typing import Any, Self
 
 import c104
 
+from core.aio import wait_event
 from core.config import ResolvedSource
 from core.errors import ConfigError, ConfigIssue, ConnectError
 from core.interfaces import DriverContext, SampleBatch
@@ -107,6 +108,16 @@ class Rtu:
         self.counter_slot: int | None = None
         self.gi_retry_at = 0.0  # monotonic time of a GI retry after a failed one (0 = none)
         self.gi: dict[tuple[int, bool], GiRun] = {}  # (ca, counter) -> run in progress
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` and wait for it, cancelling again if a cancellation got lost."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled():
+        with contextlib.suppress(Exception):
+            task.result()
 
 
 def _tls(opts: TlsOptions) -> Any:
@@ -272,15 +283,11 @@ class Iec104Driver:
             self._closing = True
             self._cv.notify_all()
         if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._supervisor
+            await _cancel(self._supervisor)
             self._supervisor = None
         for rtu in self.rtus:
             if rtu.startup is not None:
-                rtu.startup.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await rtu.startup
+                await _cancel(rtu.startup)
                 rtu.startup = None
         clients, self._clients = self._clients, []
         for client in clients:
@@ -680,10 +687,7 @@ class Iec104Driver:
         batch_s = self.opts.batch_ms / 1000.0
         try:
             while True:
-                try:
-                    await asyncio.wait_for(event.wait(), 0.25)
-                except TimeoutError:
-                    pass
+                await wait_event(event, 0.25)
                 if self._failure is not None:
                     raise ConnectError(self.name, f"supervisor failed: {self._failure!r}") from self._failure
                 event.clear()

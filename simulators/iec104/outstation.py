@@ -34,6 +34,8 @@ from typing import Any
 import c104
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from core.aio import wait_event
+
 log = logging.getLogger(__name__)
 
 # untagged type -> its CP56Time2a twin (for mixed-type IOAs)
@@ -511,10 +513,7 @@ async def run_simulator(cfg: dict[str, Any], clock: Callable[[], datetime], stop
             if scan_s and time.monotonic() - last_scan >= scan_s:
                 last_scan = time.monotonic()
                 await asyncio.to_thread(sim.scan)
-            try:
-                await asyncio.wait_for(stop.wait(), max(0.0, 0.1 - (time.monotonic() - t0)))
-            except TimeoutError:
-                pass
+            await wait_event(stop, 0.1 - (time.monotonic() - t0))
     finally:
         await asyncio.to_thread(sim.stop)
 

@@ -44,6 +44,7 @@ from typing import Any, Self
 
 import aiomqtt
 
+from core.aio import wait_event
 from protocols.mqtt.sparkplug import DOUBLE, Metric, Payload, encode_payload
 from simulators import clock_speed
 from simulators.faults import FaultPlan
@@ -366,10 +367,7 @@ class HeadEnd:
             boundary = epoch + n * interval
             await self.cycle(boundary)
             wait = ((boundary + interval) - self.clock()).total_seconds() / speed
-            try:
-                await asyncio.wait_for(stop.wait(), max(0.0, wait))
-            except TimeoutError:
-                pass
+            await wait_event(stop, wait)
 
 
 async def run_simulator(cfg: dict[str, Any], clock: Callable[[], datetime], stop: asyncio.Event) -> None:
@@ -383,10 +381,7 @@ async def run_simulator(cfg: dict[str, Any], clock: Callable[[], datetime], stop
                 await h.run(stop)
         except aiomqtt.MqttError as e:
             log.warning("mqtt head-end: broker %s:%s: %s; retrying in %.0fs", hc.host, hc.port, e, delay)
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                pass
+            await wait_event(stop, delay)
             delay = min(delay * 2, 30.0)
 
 

@@ -80,7 +80,9 @@ class Harness:
 
     async def stop(self) -> None:
         if self.task is not None:
-            self.task.cancel()
+            while not self.task.done():  # re-cancel: Python 3.11 can lose a cancellation
+                self.task.cancel()
+                await asyncio.wait({self.task}, timeout=1.0)
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
         await self.driver.close()
