@@ -205,20 +205,48 @@ class FaultDetector:
     """Causal per-point detector for generic faults without configuration.
 
     Flags a row when the stream detector's score is high, when the value has not changed for
-    `frozen` samples, or when the gap since the previous row exceeds `gap_factor` × the running
-    median interval (a stale period, flagged on the first row after it).
+    `frozen` samples, when the gap since the previous row exceeds `gap_factor` × the running
+    median interval (a stale period, flagged on the first row after it), or when the value is
+    non-finite or a gross error: farther than `gross_factor` robust scales (MAD·1.4826, at least
+    `gross_rel` × |median|) from the median of the previous `gross_window` finite values.
+    Non-finite values and gross errors are flagged without entering the stream detector: one
+    corrupt register (1e30 decoded from random words) would otherwise inflate its running
+    variance so much that the point's later faults all go unseen.
     """
 
     def __init__(self, detector: str = "zscore", threshold: float = 0.9999, frozen: int = 4,
-                 gap_factor: float = 2.5) -> None:
+                 gap_factor: float = 2.5, gross_factor: float = 50.0, gross_rel: float = 0.01,
+                 gross_window: int = 48) -> None:
         self.stream = DETECTORS[detector]()
         self.threshold = threshold
         self.frozen = frozen
         self.gap_factor = gap_factor
+        self.gross_factor = gross_factor
+        self.gross_rel = gross_rel
+        self.gross_window = gross_window
+        self._recent: list[float] = []
+
+    def gross(self, values: FloatArray) -> np.ndarray:
+        """Rows that are non-finite or gross errors against the finite values before them (causal)."""
+        out: np.ndarray = ~np.isfinite(values)
+        recent = self._recent
+        for i, x in enumerate(values):
+            if out[i]:
+                continue
+            if len(recent) >= 5:
+                med = statistics.median(recent)
+                scale = max(1.4826 * statistics.median(abs(r - med) for r in recent), self.gross_rel * abs(med),
+                            1e-9)
+                out[i] = abs(x - med) > self.gross_factor * scale
+            recent.append(float(x))
+            if len(recent) > self.gross_window:
+                del recent[0]
+        return out
 
     def flags(self, ts: Sequence[datetime], values: FloatArray) -> np.ndarray:
-        sc = self.stream.score(values)
-        flags = (sc >= self.threshold) | ~np.isfinite(values)
+        bad = self.gross(values)
+        sc = self.stream.score(np.where(bad, np.nan, values))  # non-finite rows never enter its state
+        flags: np.ndarray = (sc >= self.threshold) | bad
         same = 1
         gaps: list[float] = []
         for i in range(1, len(values)):
