@@ -298,6 +298,13 @@ def run(args: argparse.Namespace) -> int:
         async def on_ready(agent: Any, api: Any) -> None:
             port = api.bound_port if api is not None else cfg.api.port
             print(banner(cfg, port), flush=True)
+            try:
+                from dashboards.grafana import instructions
+
+                # the health dashboard's Prometheus (default :9090) scrapes this daemon's /metrics
+                print(instructions(agent.db.dsn, timescaledb=agent.db.backend == "timescaledb"), flush=True)
+            except Exception as e:  # the demo goes on without Grafana hints
+                log.warning("no Grafana instructions: %s", e)
             if api is not None:
                 try:
                     n = await import_demo_plans(cfg, api.ctx.features)

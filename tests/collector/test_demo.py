@@ -70,6 +70,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         assert len(seen) == 3 and all(seen.values()), (seen, (tmp_path / "demo.log").read_text()[-3000:])
         out = (tmp_path / "demo.log").read_text()
         assert "GridWatch demo is running." in out and f"{api}/api/v1/readings" in out
+        assert "Grafana:" in out and "GRIDWATCH_PG_" in out  # how to point a Grafana at the demo database
         ready = get(f"{api}/readyz")
         assert ready["ready"] and set(ready["sources"]) == {"demo-modbus", "demo-scada", "demo-amr"}
         live: dict[str, Any] = {}
