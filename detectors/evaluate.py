@@ -16,7 +16,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +188,8 @@ class FaultReport:
         for k in sorted(self.kinds):
             r = self.kinds[k]
             d = f"median delay {statistics.median(r.delays_s):.1f} s " \
-                f"({statistics.median(r.delays_intervals):.2f} intervals), max {max(r.delays_s):.1f} s" \
+                f"({statistics.median(r.delays_intervals):.2f} intervals), max {max(r.delays_s):.1f} s " \
+                f"({max(r.delays_intervals):.2f} intervals)" \
                 if r.delays_s else "no delay (nothing detected)"
             lines.append(f"  {k:16s} faults {r.faults:4d} detected {r.detected:4d} recall {r.recall:.3f}  {d}")
         return "\n".join(lines)
@@ -197,7 +198,10 @@ class FaultReport:
         return {"detections": self.detections, "precision": self.precision,
                 "kinds": {k: {"faults": r.faults, "detected": r.detected, "recall": r.recall,
                               "median_delay_s": statistics.median(r.delays_s) if r.delays_s else None,
-                              "max_delay_s": max(r.delays_s) if r.delays_s else None}
+                              "max_delay_s": max(r.delays_s) if r.delays_s else None,
+                              "median_delay_intervals": statistics.median(r.delays_intervals)
+                              if r.delays_intervals else None,
+                              "max_delay_intervals": max(r.delays_intervals) if r.delays_intervals else None}
                           for k, r in self.kinds.items()}}
 
 
@@ -206,7 +210,9 @@ class FaultDetector:
 
     Flags a row when the stream detector's score is high, when the value has not changed for
     `frozen` samples, when the gap since the previous row exceeds `gap_factor` × the running
-    median interval (a stale period, flagged on the first row after it), or when the value is
+    median interval (a stale period, flagged on the first row after it and timed, in
+    `stale_at`, when the gap passed that limit, as the daemon's ticking stale rule raises), or
+    when the value is
     non-finite or a gross error: farther than `gross_factor` robust scales (MAD·1.4826, at least
     `gross_rel` × |median|) from the median of the previous `gross_window` finite values.
     Non-finite values and gross errors are flagged without entering the stream detector: one
@@ -225,6 +231,8 @@ class FaultDetector:
         self.gross_rel = gross_rel
         self.gross_window = gross_window
         self._recent: list[float] = []
+        self.stale_at: dict[int, datetime] = {}
+        """Row index -> when a ticking stale check would have raised (the gap passed its limit)."""
 
     def gross(self, values: FloatArray) -> np.ndarray:
         """Rows that are non-finite or gross errors against the finite values before them (causal)."""
@@ -254,8 +262,11 @@ class FaultDetector:
             if same >= self.frozen:
                 flags[i] = True
             gap = (ts[i] - ts[i - 1]).total_seconds()
-            if len(gaps) >= 5 and gap > self.gap_factor * statistics.median(gaps[-50:]):
-                flags[i] = True
+            if len(gaps) >= 5:
+                limit = self.gap_factor * statistics.median(gaps[-50:])
+                if gap > limit:
+                    flags[i] = True
+                    self.stale_at[i] = ts[i - 1] + timedelta(seconds=limit)
             gaps.append(gap)
         return flags
 
@@ -267,16 +278,23 @@ def _targets(lab: FaultLabel, point: str) -> bool:
 
 def evaluate_faults(labels: Sequence[FaultLabel], readings: dict[str, tuple[list[datetime], FloatArray]], *,
                     detector: str = "zscore", threshold: float = 0.9999,
-                    grace_intervals: float = 2.0) -> FaultReport:
+                    grace_intervals: float = 2.0, probation_s: float = 0.0) -> FaultReport:
     """Match detections (rising edges of flagged runs) to labelled faults.
 
     A fault (half-open [start, end)) is detected when a flagged row of a point it covers lies in
     [start, end + `grace_intervals` intervals]; its delay is the earliest such row - start. A
     detection is true when some fault covering its point covers its time the same way.
+    With `probation_s`, the detectors learn during the first `probation_s` after the earliest
+    reading: faults starting and detections made in that period are not scored (as NAB's
+    probationary period).
     """
+    t_first = min((ts[0] for ts, _ in readings.values() if ts), default=None)
+    scored_from = t_first + timedelta(seconds=probation_s) if t_first is not None else None
+    scored = [scored_from is None or lab.start >= scored_from for lab in labels]
     kinds: dict[str, KindResult] = {}
-    for lab in labels:
-        kinds.setdefault(lab.kind, KindResult(lab.kind)).faults += 1
+    for lab, ok in zip(labels, scored, strict=True):
+        if ok:
+            kinds.setdefault(lab.kind, KindResult(lab.kind)).faults += 1
     best: dict[int, tuple[float, float]] = {}  # label index -> (delay s, delay intervals)
     detections = 0
     true_det = 0
@@ -284,17 +302,24 @@ def evaluate_faults(labels: Sequence[FaultLabel], readings: dict[str, tuple[list
         if len(values) < 2:
             continue
         interval = statistics.median((ts[i] - ts[i - 1]).total_seconds() for i in range(1, len(ts))) or 1.0
-        flags = FaultDetector(detector, threshold).flags(ts, values)
+        fd = FaultDetector(detector, threshold)
+        flags = fd.flags(ts, values)
+        # a stale row also counts from when the gap passed its limit (before the row ending it)
+        times = [[fd.stale_at[i], ts[i]] if i in fd.stale_at else [ts[i]] for i in range(len(ts))]
         onsets = [i for i in range(len(flags)) if flags[i] and (i == 0 or not flags[i - 1])]
-        flagged_ts = [ts[i] for i in np.flatnonzero(flags)]
+        flagged_ts = sorted(t for i in np.flatnonzero(flags) for t in times[i])
         labs = [(li, lab) for li, lab in enumerate(labels) if _targets(lab, point)]
         grace = grace_intervals * interval
         for i in onsets:
+            ti = times[i]
+            if scored_from is not None and ti[0] < scored_from:
+                continue
             detections += 1
-            t = ts[i]
-            if any(lab.start <= t and (t - lab.end).total_seconds() <= grace for _, lab in labs):
+            if any(lab.start <= t and (t - lab.end).total_seconds() <= grace for _, lab in labs for t in ti):
                 true_det += 1
         for li, lab in labs:
+            if not scored[li]:
+                continue
             hit = next((t for t in flagged_ts if lab.start <= t and (t - lab.end).total_seconds() <= grace), None)
             if hit is not None:
                 d = (hit - lab.start).total_seconds()

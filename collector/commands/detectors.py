@@ -30,6 +30,9 @@ def register(sub: Any) -> None:
     ev.add_argument("--readings-dsn", help="read the labelled points' readings from this database instead "
                                            "(points and readings tables)")
     ev.add_argument("--threshold", type=float, default=0.9999, help="score threshold for fault detections")
+    ev.add_argument("--probation-days", type=float, default=0.0,
+                    help="fault mode: do not score faults starting or detections made in the first DAYS "
+                         "after the earliest reading (the detectors are still learning)")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
     ev.set_defaults(handler=evaluate)
 
@@ -52,7 +55,8 @@ def evaluate(args: argparse.Namespace) -> int:
                 readings = read_readings(args.readings)
             else:
                 readings = asyncio.run(_db_readings(args.readings_dsn, labels))
-            rep = evaluate_faults(labels, readings, detector=args.detector or "zscore", threshold=args.threshold)
+            rep = evaluate_faults(labels, readings, detector=args.detector or "zscore", threshold=args.threshold,
+                                  probation_s=args.probation_days * 86400.0)
             print(json.dumps(rep.as_dict(), indent=2) if args.json else rep.as_text())
             return 0
         if args.data is None or args.windows is None:
