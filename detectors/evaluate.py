@@ -13,7 +13,7 @@ import csv
 import inspect
 import json
 import statistics
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -208,13 +208,14 @@ class FaultReport:
 class FaultDetector:
     """Causal per-point detector for generic faults without configuration.
 
-    Flags a row when the stream detector's score is high, when the value has not changed for
-    `frozen` samples, when the gap since the previous row exceeds `gap_factor` × the running
-    median interval (a stale period, flagged on the first row after it and timed, in
-    `stale_at`, when the gap passed that limit, as the daemon's ticking stale rule raises), or
-    when the value is
-    non-finite or a gross error: farther than `gross_factor` robust scales (MAD·1.4826, at least
-    `gross_rel` × |median|) from the median of the previous `gross_window` finite values.
+    Flags a row when the stream detector's score is high; when the value has not changed for
+    `frozen` samples although it changed at >= `frozen_share` of the `frozen_window` steps before
+    (a serial number or an unused export register is constant by nature); when the gap since the
+    previous row exceeds `gap_factor` x the running median interval (a stale period, flagged on
+    the first row after it and timed, in `stale_at`, when the gap passed that limit, as the
+    daemon's ticking stale rule raises); or when the value is non-finite or a gross error:
+    farther than `gross_factor` robust scales (MAD*1.4826, at least `gross_rel` x |median|) from
+    the median of the previous `gross_window` finite values.
     Non-finite values and gross errors are flagged without entering the stream detector: one
     corrupt register (1e30 decoded from random words) would otherwise inflate its running
     variance so much that the point's later faults all go unseen.
@@ -222,8 +223,10 @@ class FaultDetector:
 
     def __init__(self, detector: str = "zscore", threshold: float = 0.9999, frozen: int = 4,
                  gap_factor: float = 2.5, gross_factor: float = 50.0, gross_rel: float = 0.01,
-                 gross_window: int = 48) -> None:
+                 gross_window: int = 48, frozen_window: int = 96, frozen_share: float = 0.7) -> None:
         self.stream = DETECTORS[detector]()
+        self.frozen_window = frozen_window
+        self.frozen_share = frozen_share
         self.threshold = threshold
         self.frozen = frozen
         self.gap_factor = gap_factor
@@ -256,10 +259,18 @@ class FaultDetector:
         sc = self.stream.score(np.where(bad, np.nan, values))  # non-finite rows never enter its state
         flags: np.ndarray = (sc >= self.threshold) | bad
         same = 1
+        changed: deque[bool] = deque(maxlen=self.frozen_window)
+        moving = False  # did the point change at nearly every step before the current run?
         gaps: list[float] = []
         for i in range(1, len(values)):
-            same = same + 1 if values[i] == values[i - 1] else 1
-            if same >= self.frozen:
+            if values[i] == values[i - 1]:
+                if same == 1:
+                    moving = len(changed) >= 10 and sum(changed) >= self.frozen_share * len(changed)
+                same += 1
+            else:
+                same = 1
+            changed.append(same == 1)
+            if same >= self.frozen and moving:
                 flags[i] = True
             gap = (ts[i] - ts[i - 1]).total_seconds()
             if len(gaps) >= 5:

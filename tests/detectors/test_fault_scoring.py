@@ -94,3 +94,12 @@ def test_cli_probation_days(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     out = json.loads(capsys.readouterr().out)
     assert out["kinds"]["spike"]["faults"] == 1
     assert out["kinds"]["spike"]["max_delay_intervals"] == 0.0
+
+
+def test_frozen_only_on_points_that_normally_change() -> None:
+    ts, v = _series(300)
+    const = np.full(300, 12345678.0)  # a serial number: constant by nature, never "frozen"
+    assert not FaultDetector().flags(ts, const).any()
+    v[200:206] = v[199]  # a voltage stuck for 6 samples
+    flags = FaultDetector().flags(ts, v)
+    assert flags[202] and not flags[199]
