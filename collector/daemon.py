@@ -21,6 +21,7 @@ from collector.agent import Agent, LogJournal
 from collector.api.context import ApiContext
 from collector.api.server import ApiService
 from collector.runtime import open_database
+from core.clock import clock_from_config
 from core.config import GridWatchConfig
 from core.interfaces import BackgroundService, BatchObserver, Journal
 
@@ -63,7 +64,11 @@ async def serve(cfg: GridWatchConfig, stop: asyncio.Event, *, api: bool = True,
         features: dict[str, Any] = {}
         observers, services = _wire_features(cfg, db, journal, features)
         services.extend(extra_services)
-        agent = Agent(cfg, db, observers=observers, services=services, journal=journal, registry=registry)
+        # Simulated time ([clock]) reaches the drivers, filters, detectors and schedule control
+        # through the agent (the feature hooks read `features["agent"].clock`).
+        clock = clock_from_config(cfg.clock.start_at, cfg.clock.speed)
+        agent = Agent(cfg, db, clock=clock, observers=observers, services=services, journal=journal,
+                      registry=registry)
         features["agent"] = agent
         api_service: ApiService | None = None
         if api and cfg.api.enabled:

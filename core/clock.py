@@ -49,3 +49,10 @@ class AcceleratedClock:
     def real_seconds(self, simulated: float) -> float:
         """How many real seconds `simulated` seconds take at this speed."""
         return simulated / self.speed
+
+
+def clock_from_config(start: datetime | None, speed: float) -> SystemClock | AcceleratedClock:
+    """The daemon's clock: real time, or simulated time from `start` (default now) at `speed`."""
+    if start is None and speed == 1.0:
+        return SystemClock()
+    return AcceleratedClock(start=start or datetime.now(UTC), speed=speed)

@@ -20,6 +20,7 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -196,10 +197,34 @@ class CollectorConfig(Model):
 
 
 class ClockConfig(Model):
-    """Simulated time for demos: `speed` > 1 runs the daemon's clock faster from `start`."""
+    """Simulated time for demos: `speed` > 1 runs the daemon's clock faster from `start`.
+
+    `start` is an ISO 8601 time with an offset (e.g. "2026-03-02T00:00:00Z"); without it a
+    faster clock starts from now. The collector, detectors and schedule control all use it.
+    """
 
     start: str | None = None
     speed: float = Field(1.0, gt=0)
+
+    @field_validator("start")
+    @classmethod
+    def _aware_iso(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            ts = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError as e:
+            raise ValueError(f"not an ISO 8601 time: {v!r}") from e
+        if ts.tzinfo is None:
+            raise ValueError("needs a UTC offset (e.g. 2026-03-02T00:00:00Z): naive times are ambiguous")
+        return v
+
+    @property
+    def start_at(self) -> datetime | None:
+        """`start` as an aware UTC datetime."""
+        if self.start is None:
+            return None
+        return datetime.fromisoformat(self.start.replace("Z", "+00:00")).astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)
