@@ -249,6 +249,12 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
+def _source_line(src: Any) -> str:
+    if not src.points and getattr(src.options, "auto_register", False):
+        return f"{src.name} ({src.kind}, points registered on first sight)"
+    return f"{src.name} ({src.kind}, {len(src.points)} points)"
+
+
 def banner(cfg: GridWatchConfig, port: int) -> str:
     """What runs and where to look."""
     base = f"http://{cfg.api.host}:{port}"
@@ -257,7 +263,7 @@ def banner(cfg: GridWatchConfig, port: int) -> str:
         "GridWatch demo is running.",
         f"  database : embedded PostgreSQL in {cfg.storage.embedded_dir}" if cfg.storage.dsn is None
         else "  database : configured DSN",
-        f"  sources  : {', '.join(f'{s.name} ({s.kind}, {len(s.points)} points)' for s in cfg.sources) or 'none'}",
+        f"  sources  : {', '.join(_source_line(s) for s in cfg.sources) or 'none'}",
         f"  children : {', '.join(c.name for c in CHILDREN) or 'none'}",
         f"  health   : {base}/healthz   readiness: {base}/readyz   metrics: {base}/metrics",
         f"  points   : {base}/api/v1/points",
