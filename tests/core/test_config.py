@@ -24,7 +24,7 @@ class DevOpts(BaseModel):
 
 class PointOpts(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    register: int
+    address: int
 
 
 KINDS = {"fake": SourceKind(options=Opts, device=DevOpts, point=PointOpts)}
@@ -37,8 +37,8 @@ retention_days = 30
 name = "meter"
 kind = "fake"
 points = [
-  { name = "p", unit = "kW", options = { register = 1 } },
-  { name = "e", unit = "kWh", kind = "counter", options = { register = 3 } },
+  { name = "p", unit = "kW", options = { address = 1 } },
+  { name = "e", unit = "kWh", kind = "counter", options = { address = 3 } },
 ]
 
 [[sources]]
@@ -86,12 +86,12 @@ def test_expand_arithmetic() -> None:
          "gw.toml: sources[0].devices[0].name: a device with count needs {n} in its name"),
         ("x = [\n", "gw.toml: <root>: not valid TOML"),
         ("[api]\ntokens = [{ name = 't', role = 'god', token = 'x' }]\n", "gw.toml: api.tokens[0].role:"),
-        ("[[sources]]\nname = 'a'\nkind = 'fake'\npoints = [{ name = 'p', options = { register = 1 } },"
-         " { name = 'p', options = { register = 2 } }]\n", "gw.toml: sources[0].points[1]: duplicate point name 'p'"),
-        ("[[sources]]\nname = 'a'\nkind = 'fake'\npoints = [{ name = 'p', range = [5, 1], options = { register = 1 } }]\n",
+        ("[[sources]]\nname = 'a'\nkind = 'fake'\npoints = [{ name = 'p', options = { address = 1 } },"
+         " { name = 'p', options = { address = 2 } }]\n", "gw.toml: sources[0].points[1]: duplicate point name 'p'"),
+        ("[[sources]]\nname = 'a'\nkind = 'fake'\npoints = [{ name = 'p', range = [5, 1], options = { address = 1 } }]\n",
          "gw.toml: sources[0].points[0].range:"),
-        ("[[sources]]\nname = 'a'\nkind = 'fake'\npoints = [{ name = 'p', options = { reg = 1 } }]\n",
-         "gw.toml: sources[0].points[0].options.reg: unknown key"),
+        ("[[sources]]\nname = 'a'\nkind = 'fake'\npoints = [{ name = 'p', options = { addr = 1 } }]\n",
+         "gw.toml: sources[0].points[0].options.addr: unknown key"),
     ],
 )
 def test_broken_configs_name_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -108,7 +108,7 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_include_templates(tmp_path: Path) -> None:
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "m.toml").write_text(
-        '[[templates]]\nname = "meter"\npoints = [{ name = "p", options = { register = 1 } }]\n')
+        '[[templates]]\nname = "meter"\npoints = [{ name = "p", options = { address = 1 } }]\n')
     p = write(tmp_path, 'include = ["t/*.toml"]\n[[sources]]\nname = "s"\nkind = "fake"\n'
                         'devices = [{ name = "d", template = "meter", options = { unit_id = 1 } }]\n')
     cfg = load_config(p, KINDS)
