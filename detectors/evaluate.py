@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -26,11 +26,10 @@ from . import nab
 from .online import DETECTORS, FloatArray
 
 
-class StreamDetector:
-    """Protocol-like base: `score(values) -> scores` called with consecutive causal chunks."""
+class StreamDetector(Protocol):
+    """A streaming detector: `score(values) -> scores`, called with consecutive causal chunks."""
 
-    def score(self, values: Sequence[float] | FloatArray) -> FloatArray:  # pragma: no cover
-        raise NotImplementedError
+    def score(self, values: Sequence[float] | FloatArray) -> FloatArray: ...
 
 
 def run_stream(factory: Callable[[], Any], values: FloatArray, chunk: int = 1024,
