@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -163,3 +163,29 @@ def mqtt_broker() -> Iterator[Broker]:
     yield broker
     broker.stop()
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def wait_capture_live(pcap: Path, port: int, alive: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Probe 127.0.0.1:port until dumpcap has written a packet to `pcap` (its filter is live).
+
+    dumpcap creates the file before its capture filter is active; traffic sent in between is
+    lost, which on a loaded machine can be the first second or more. Connection attempts to
+    the (not yet listening) port produce SYN/RST packets that match the filter.
+    """
+    deadline = time.monotonic() + timeout
+    while not pcap.exists():
+        if not alive() or time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    base = pcap.stat().st_size
+    while time.monotonic() < deadline:
+        if not alive():
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            pass
+        time.sleep(0.1)
+        if pcap.stat().st_size > base:
+            return True
+    return False

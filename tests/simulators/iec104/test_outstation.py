@@ -14,7 +14,7 @@ import pytest
 
 from simulators.iec104 import Outstation, PointDef, Update, build_points, run_simulator
 from simulators.iec104.outstation import SUPPORTED_TYPES, TAGGED_TWIN
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_capture_live
 from tests.protocols.iec104.conftest import Harness, resolve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -66,13 +66,11 @@ def test_tshark_decodes_traffic_without_malformed_packets(tmp_path: Path) -> Non
     cap = subprocess.Popen([exe, "-q", "-i", "lo", "-f", f"tcp port {port}", "-w", str(pcap)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 20
-        while not pcap.exists() and time.monotonic() < deadline and cap.poll() is None:
-            time.sleep(0.1)
-        if cap.poll() is not None or not pcap.exists():
+        if not wait_capture_live(pcap, port, lambda: cap.poll() is None):
+            if cap.poll() is None:
+                cap.terminate()
             err = cap.stderr.read().decode() if cap.stderr else ""
             pytest.skip(f"cannot capture on lo: {err.strip()[:200]}")
-        time.sleep(1.0)  # let dumpcap's filter settle
         asyncio.run(_traffic(port))
         time.sleep(1.0)
     finally:

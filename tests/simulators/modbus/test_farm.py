@@ -22,7 +22,7 @@ from protocols.modbus import codec, create_driver
 from protocols.modbus.client import Connection, ExceptionAnswer, RequestTimeout
 from simulators.modbus import run_simulator
 from simulators.profiles import Profile
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_capture_live
 from tests.protocols.modbus.helpers import TEMPLATES, by_key, make_ctx, make_farm, make_source, until
 
 pytestmark = pytest.mark.integration
@@ -184,12 +184,12 @@ async def test_tshark_decodes_the_farm_traffic_without_malformed_packets(tmp_pat
     cap = await asyncio.create_subprocess_exec(dumpcap, "-q", "-i", "lo", "-f", f"tcp port {port}", "-w", str(pcap),
                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     try:
-        with contextlib.suppress(AssertionError):
-            await until(lambda: pcap.exists() or cap.returncode is not None, 20, "dumpcap to start")
-        if cap.returncode is not None or not pcap.exists():
+        live = await asyncio.to_thread(wait_capture_live, pcap, port, lambda: cap.returncode is None)
+        if not live:
+            if cap.returncode is None:
+                cap.terminate()
             err = (await cap.stderr.read()).decode() if cap.stderr else ""
             pytest.skip(f"cannot capture on lo (needs root or CAP_NET_RAW): {err.strip()[:200]}")
-        await asyncio.sleep(1.0)  # dumpcap writes the file header before the filter is live
         clock = SystemClock()
         farm = make_farm([
             {"name": "s{n}", "template": "sdm630", "count": 3, "port": port, "bad_addresses": [2]},
