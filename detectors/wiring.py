@@ -9,13 +9,13 @@ alerting feature provides one, else to the journal as `Event(kind="alert")`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from core.config import GridWatchConfig, ResolvedPoint
 from core.interfaces import BackgroundService, BatchObserver, Journal
-from core.records import Alert
+from core.records import Alert, Event
 from storage.db import Database
 
 from .config import DetectorsConfig
@@ -23,11 +23,16 @@ from .service import DetectionService, alert_event
 
 
 class FeatureAlertSink:
-    """An AlertSink that forwards to `features["alert_sink"]` or journals when there is none."""
+    """An AlertSink that forwards to `features["alert_sink"]` or journals when there is none.
 
-    def __init__(self, features: dict[str, Any], journal: Journal) -> None:
+    `to_event` turns an alert into its journal entry when no alerting feature is wired.
+    """
+
+    def __init__(self, features: dict[str, Any], journal: Journal,
+                 to_event: Callable[[Alert], Event] = alert_event) -> None:
         self.features = features
         self.journal = journal
+        self.to_event = to_event
 
     async def submit(self, alerts: Sequence[Alert]) -> None:
         sink = self.features.get("alert_sink")
@@ -35,7 +40,30 @@ class FeatureAlertSink:
             await sink.submit(alerts)
             return
         for a in alerts:
-            await self.journal.record(alert_event(a))
+            await self.journal.record(self.to_event(a))
+
+
+class AgentClock:
+    """The agent's clock once the agent exists (wall clock before); exposes its `speed`."""
+
+    def __init__(self, features: dict[str, Any]) -> None:
+        self.features = features
+
+    def _clock(self) -> Any:
+        agent = self.features.get("agent")
+        return getattr(agent, "clock", None)
+
+    @property
+    def speed(self) -> float:
+        """How much faster than real time the clock runs (1.0 for the wall clock)."""
+        return float(getattr(self._clock(), "speed", 1.0) or 1.0)
+
+    def __call__(self) -> datetime:
+        clock = self._clock()
+        if clock is not None:
+            now: datetime = clock()
+            return now
+        return datetime.now(UTC)
 
 
 def detectors_config(cfg: GridWatchConfig) -> DetectorsConfig:
@@ -59,15 +87,8 @@ def wire(cfg: GridWatchConfig, db: Database, journal: Journal,
         ids: Mapping[str, int] = getattr(agent, "point_ids", {}) or {}
         return {pid: by_name[name] for name, pid in ids.items() if name in by_name}
 
-    def clock() -> datetime:
-        agent = features.get("agent")
-        if agent is not None:
-            now: datetime = agent.clock()
-            return now
-        return datetime.now(UTC)
-
     svc = DetectionService(dcfg, {}, db=db, alert_sink=FeatureAlertSink(features, journal), journal=journal,
-                           clock=clock, stale_after_intervals=cfg.filters.stale_after_intervals,
+                           clock=AgentClock(features), stale_after_intervals=cfg.filters.stale_after_intervals,
                            frozen_after=cfg.filters.frozen_after, points_provider=points,
                            retention_days=float(cfg.storage.retention_days))
     features["detectors"] = svc

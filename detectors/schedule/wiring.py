@@ -10,8 +10,6 @@ alerting provides one, else to the journal.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from core.config import GridWatchConfig
@@ -19,48 +17,22 @@ from core.interfaces import BackgroundService, BatchObserver, Journal
 from core.records import Alert, Event
 from detectors.schedule.config import ScheduleConfig
 from detectors.schedule.service import build
+from detectors.wiring import AgentClock
+from detectors.wiring import FeatureAlertSink as BaseFeatureAlertSink
 from storage.db import Database
 
 
-class AgentClock:
-    """The agent's clock once the agent exists (wall clock before); exposes its `speed`."""
-
-    def __init__(self, features: dict[str, Any]) -> None:
-        self.features = features
-
-    def _clock(self) -> Any:
-        agent = self.features.get("agent")
-        return getattr(agent, "clock", None)
-
-    @property
-    def speed(self) -> float:
-        """How much faster than real time the clock runs (1.0 for the wall clock)."""
-        return float(getattr(self._clock(), "speed", 1.0) or 1.0)
-
-    def __call__(self) -> datetime:
-        clock = self._clock()
-        if clock is not None:
-            now: datetime = clock()
-            return now
-        return datetime.now(UTC)
+def _schedule_event(a: Alert) -> Event:
+    return Event(kind="alert", source="schedule", message=a.summary, ts=a.ts,
+                 details={"key": a.key, "rule": a.rule, "firing": a.firing,
+                          "severity": a.severity.name.lower(), **a.evidence})
 
 
-class FeatureAlertSink:
-    """Forwards to `features["alert_sink"]`, or journals the alert when there is none."""
+class FeatureAlertSink(BaseFeatureAlertSink):
+    """Forwards to `features["alert_sink"]`, or journals the alert (source "schedule")."""
 
     def __init__(self, features: dict[str, Any], journal: Journal) -> None:
-        self.features = features
-        self.journal = journal
-
-    async def submit(self, alerts: Sequence[Alert]) -> None:
-        sink = self.features.get("alert_sink")
-        if sink is not None:
-            await sink.submit(alerts)
-            return
-        for a in alerts:
-            await self.journal.record(Event(kind="alert", source="schedule", message=a.summary, ts=a.ts,
-                                            details={"key": a.key, "rule": a.rule, "firing": a.firing,
-                                                     "severity": a.severity.name.lower(), **a.evidence}))
+        super().__init__(features, journal, to_event=_schedule_event)
 
 
 def schedule_config(cfg: GridWatchConfig) -> ScheduleConfig | None:
