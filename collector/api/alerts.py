@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 
 from alerting.lifecycle import sev_name
 from alerting.service import AlertingService, AlertingStats
-from collector.api.context import ApiContext, get_ctx, require_role
+from collector.api.context import ApiContext, JsonError, get_ctx, json_object_body, require_role
 from core.records import Severity, utcnow
 from storage.alerts import AlertFilter, AlertRow, AlertStore, EventFilter
 
@@ -36,9 +36,7 @@ MAX_SHELVE = timedelta(days=31)
 
 
 def _error(status: int, message: str) -> web.HTTPException:
-    cls: type[web.HTTPException] = {400: web.HTTPBadRequest, 404: web.HTTPNotFound, 409: web.HTTPConflict,
-                                    503: web.HTTPServiceUnavailable}[status]
-    return cls(text=json.dumps({"error": message}), content_type="application/json")
+    return JsonError(status, message)
 
 
 def _service(request: web.Request) -> AlertingService:
@@ -112,18 +110,6 @@ def _alert_id(request: web.Request) -> int:
         raise _error(400, "alert id must be an integer") from None
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        data = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise _error(400, "request body must be a JSON object") from None
-    if not isinstance(data, dict):
-        raise _error(400, "request body must be a JSON object")
-    return data
-
-
 def _text(data: dict[str, Any], name: str, *, required: bool = False, max_len: int = 1000) -> str:
     v = data.get(name, "")
     if v is None:
@@ -177,7 +163,7 @@ async def ack(request: web.Request) -> web.Response:
     """POST /api/v1/alerts/{id}/ack."""
     user = require_role(request, "operator")
     svc = _service(request)
-    data = await _body(request)
+    data = await json_object_body(request)
     row = await svc.acknowledge(_alert_id(request), user, _text(data, "comment"))
     if row is None:
         raise _error(404, f"no alert with id {request.match_info['id']}")
@@ -188,7 +174,7 @@ async def shelve(request: web.Request) -> web.Response:
     """POST /api/v1/alerts/{id}/shelve."""
     user = require_role(request, "operator")
     svc = _service(request)
-    data = await _body(request)
+    data = await json_object_body(request)
     reason = _text(data, "reason", required=True)
     now = svc.clock()
     if "until" in data and "duration_s" in data:

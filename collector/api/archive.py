@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from collector.api.context import ApiContext, get_ctx, require_role
+from collector.api.context import ApiContext, JsonError, get_ctx, json_object_body, require_role
 from core.records import Event, utcnow
 from detectors.schedule.config import ScheduleConfig
 from storage.archive import (
@@ -51,14 +51,6 @@ STEPS = ("auto", "raw", "15m", "1h", "1d")
 
 def _default(o: object) -> str:
     return o.isoformat() if isinstance(o, (datetime, date)) else str(o)
-
-
-class JsonError(web.HTTPException):
-    """An error answered as JSON with the given status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        self.status_code = status
-        super().__init__(text=json.dumps({"error": message}), content_type="application/json")
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -212,18 +204,6 @@ async def corrections(request: web.Request) -> web.Response:
     return _json({"corrections": [c.as_dict() for c in await list_corrections(ctx.db, state=state, point_id=pid)]})
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        data = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise JsonError(400, "request body must be a JSON object") from None
-    if not isinstance(data, dict):
-        raise JsonError(400, "request body must be a JSON object")
-    return data
-
-
 async def _journal(ctx: ApiContext, c: Correction, actor: str, message: str) -> None:
     await ctx.journal.record(Event(kind="correction", source="archive", message=message, ts=_now(ctx), actor=actor,
                                    details=c.as_dict()))
@@ -233,7 +213,7 @@ async def propose(request: web.Request) -> web.Response:
     """Step 1: an operator proposes a corrected value (or a missing reading)."""
     user = require_role(request, "operator")
     ctx = get_ctx(request)
-    data = await _body(request)
+    data = await json_object_body(request)
     point = data.get("point")
     if not isinstance(point, str) or not point:
         raise JsonError(400, "field 'point' (a point name) is required")
@@ -265,7 +245,7 @@ async def _decide(request: web.Request, approve: bool) -> web.Response:
         cid = int(request.match_info["id"])
     except ValueError:
         raise JsonError(400, "correction id must be an integer") from None
-    comment = str((await _body(request)).get("comment") or "")[:1000]
+    comment = str((await json_object_body(request)).get("comment") or "")[:1000]
     try:
         await get_correction(ctx.db, cid)
         c = await decide_correction(ctx.db, cid, actor=user, approve=approve, comment=comment, now=_now(ctx))

@@ -8,6 +8,7 @@ mutating route.
 from __future__ import annotations
 
 import hmac
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -60,3 +61,24 @@ def require_role(request: web.Request, role: Role) -> str:
                                         content_type="application/json")
             return user
     raise web.HTTPUnauthorized(text='{"error": "unknown token"}', content_type="application/json")
+
+
+class JsonError(web.HTTPException):
+    """An HTTP error answered as JSON `{"error": message}` with the given status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status_code = status
+        super().__init__(text=json.dumps({"error": message}), content_type="application/json")
+
+
+async def json_object_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object body ({} when there is none); 400 for anything else."""
+    if not request.can_read_body:
+        return {}
+    try:
+        data = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise JsonError(400, "request body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise JsonError(400, "request body must be a JSON object")
+    return data
