@@ -80,3 +80,39 @@ def until_sync(cond: Callable[[], Any], timeout: float = 60.0, what: str = "cond
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout}s")
         time.sleep(0.1)
+
+
+TEMPLATES_GLOB = str(Path(__file__).resolve().parents[2] / "configs" / "templates" / "*.toml")
+
+
+def modbus_daemon_config(tmp: Path, dsn: str, port: int, *, count: int = 3, interval_s: float = 1,
+                         head: str = "", sections: str = "", device: str = "") -> GridWatchConfig:
+    """A daemon config reading `count` SDM630 meters `sdm-NN` (unit ids 1..count) on `port`.
+
+    `head` goes before [storage] (e.g. [clock]), `sections` after [api], `device` into the
+    device table (e.g. `zone = "North"`).
+    """
+    path = tmp / "gw.toml"
+    path.write_text(f"""
+include = ["{TEMPLATES_GLOB}"]
+{head}
+[storage]
+dsn = "{dsn}"
+batch_max_age_ms = 100
+[spool]
+dir = "{tmp / 'spool'}"
+[api]
+enabled = false
+{sections}
+[[sources]]
+name = "mb"
+kind = "modbus"
+options = {{ host = "127.0.0.1", port = {port}, interval_s = {interval_s}, stagger_s = 0, read_on_start = true }}
+[[sources.devices]]
+name = "sdm-{{n:02d}}"
+count = {count}
+template = "sdm630"
+{device}
+options = {{ unit_id = "{{n}}" }}
+""")
+    return load(path)

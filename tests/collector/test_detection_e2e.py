@@ -18,7 +18,7 @@ import pytest
 
 from collector.daemon import serve
 from core.clock import SystemClock
-from tests.collector.helpers import load, until
+from tests.collector.helpers import modbus_daemon_config, until
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -31,32 +31,8 @@ async def test_injected_sag_becomes_alert_and_event(tmp_path: Path, pg_dsn: str)
     port = free_port()
     labels = tmp_path / "labels.jsonl"
     start = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
-    cfg_path = tmp_path / "gw.toml"
-    cfg_path.write_text(f"""
-include = ["{ROOT}/configs/templates/*.toml"]
-[storage]
-dsn = "{pg_dsn}"
-batch_max_age_ms = 100
-[spool]
-dir = "{tmp_path / 'spool'}"
-[api]
-enabled = false
-[detectors]
-enabled = true
-[alerting]
-enabled = true
-[[sources]]
-name = "mb"
-kind = "modbus"
-options = {{ host = "127.0.0.1", port = {port}, interval_s = 1, stagger_s = 0, read_on_start = true }}
-[[sources.devices]]
-name = "sdm-{{n:02d}}"
-count = 2
-template = "sdm630"
-zone = "North"
-options = {{ unit_id = "{{n}}" }}
-""")
-    cfg = load(cfg_path)
+    cfg = modbus_daemon_config(tmp_path, pg_dsn, port, count=2, device='zone = "North"',
+                               sections="[detectors]\nenabled = true\n[alerting]\nenabled = true")
     stop = asyncio.Event()
     sim = {"kind": "modbus", "host": "127.0.0.1", "templates": [f"{ROOT}/configs/templates/*.toml"],
            "labels": str(labels),

@@ -12,7 +12,7 @@ from collector import store
 from collector.agent import Agent
 from core.clock import SystemClock
 from storage.db import Database
-from tests.collector.helpers import load, until
+from tests.collector.helpers import modbus_daemon_config, until
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -23,27 +23,7 @@ async def test_modbus_meters_to_database(tmp_path: Path, pg_dsn: str) -> None:
     sim_mod = pytest.importorskip("simulators.modbus")
     pytest.importorskip("protocols.modbus")
     port = free_port()
-    cfg_path = tmp_path / "gw.toml"
-    cfg_path.write_text(f"""
-include = ["{ROOT}/configs/templates/*.toml"]
-[storage]
-dsn = "{pg_dsn}"
-batch_max_age_ms = 100
-[spool]
-dir = "{tmp_path / 'spool'}"
-[api]
-enabled = false
-[[sources]]
-name = "mb"
-kind = "modbus"
-options = {{ host = "127.0.0.1", port = {port}, interval_s = 1, stagger_s = 0, read_on_start = true }}
-[[sources.devices]]
-name = "sdm-{{n:02d}}"
-count = 3
-template = "sdm630"
-options = {{ unit_id = "{{n}}" }}
-""")
-    cfg = load(cfg_path)
+    cfg = modbus_daemon_config(tmp_path, pg_dsn, port, count=3)
     stop = asyncio.Event()
     sim = {"kind": "modbus", "host": "127.0.0.1", "templates": [f"{ROOT}/configs/templates/*.toml"],
            "groups": [{"name": "sdm-{n:02d}", "template": "sdm630", "count": 3, "port": port,

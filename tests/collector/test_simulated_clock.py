@@ -13,7 +13,7 @@ from collector.daemon import serve
 from core.clock import AcceleratedClock, SystemClock, clock_from_config
 from core.errors import ConfigError
 from simulators.modbus import run_simulator
-from tests.collector.helpers import load, until
+from tests.collector.helpers import load, modbus_daemon_config, until
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,29 +37,8 @@ def test_naive_clock_start_is_a_config_error(tmp_path: Path) -> None:
 @pytest.mark.integration
 async def test_daemon_runs_in_simulated_time(tmp_path: Path, pg_dsn: str) -> None:
     port = free_port()
-    cfg_path = tmp_path / "gw.toml"
-    cfg_path.write_text(f"""
-include = ["{ROOT}/configs/templates/*.toml"]
-[clock]
-start = "2026-03-02T10:00:00Z"
-speed = 60
-[storage]
-dsn = "{pg_dsn}"
-batch_max_age_ms = 100
-[spool]
-dir = "{tmp_path / 'spool'}"
-[api]
-enabled = false
-[[sources]]
-name = "mb"
-kind = "modbus"
-options = {{ host = "127.0.0.1", port = {port}, interval_s = 60, stagger_s = 0, read_on_start = true }}
-[[sources.devices]]
-name = "sdm-01"
-template = "sdm630"
-options = {{ unit_id = 1 }}
-""")
-    cfg = load(cfg_path)
+    cfg = modbus_daemon_config(tmp_path, pg_dsn, port, count=1, interval_s=60,
+                               head='[clock]\nstart = "2026-03-02T10:00:00Z"\nspeed = 60')
     stop = asyncio.Event()
     sim = {"kind": "modbus", "host": "127.0.0.1", "templates": [f"{ROOT}/configs/templates/*.toml"],
            "groups": [{"name": "sdm-{n:02d}", "template": "sdm630", "count": 1, "port": port}]}
