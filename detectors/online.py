@@ -382,7 +382,10 @@ class NabParams:
     cn_weight: float = 0.9
     cn_gate: float = 0.4
     cn_gate_rows: int = 10
+    cn_gate_on: str = "joint"
     joint: bool = True
+    discord_m: int = 30
+    discord_history: int = 10_000
 
 
 class SeasonalLagResidual:
@@ -421,6 +424,52 @@ class SeasonalLagResidual:
         return res
 
 
+class LeftDiscord:
+    """Left matrix profile: distance from the last `m` values to the nearest earlier window.
+
+    The current window x[i-m+1..i] is compared (Euclidean, values not normalised, so both the
+    shape and the level count) with every earlier window that does not overlap it, among the
+    last `history` windows. A large distance means this stretch of the series resembles nothing
+    seen before: a time-series discord, found causally. Returns None until `m` earlier windows
+    exist: the first distances compare a window with only a few others (for a periodic signal,
+    often the opposite phase) and would set a maximum no real discord could beat. Cost per row:
+    O(history × m), one matrix-vector product.
+    """
+
+    def __init__(self, m: int = 30, history: int = 10_000) -> None:
+        self.m = m
+        self.history = history
+        cap = 2 * (history + 2 * m) + 16
+        self.buf = np.zeros(cap)  # values, compacted when full (amortised O(1) per row)
+        self.sq = np.zeros(cap)  # sum of squares of the window ending at each row (once full)
+        self.n = 0  # rows in buf
+        self.offset: float | None = None  # first value: subtracted so squares stay small
+
+    def update(self, x: float) -> float | None:
+        if self.offset is None:
+            self.offset = x
+        if self.n == len(self.buf):
+            keep = self.history + 2 * self.m
+            self.buf[:keep] = self.buf[self.n - keep:self.n].copy()
+            self.sq[:keep] = self.sq[self.n - keep:self.n].copy()
+            self.n = keep
+        m, n = self.m, self.n
+        buf = self.buf
+        buf[n] = x - self.offset
+        self.n = n = n + 1
+        if n < m:
+            return None
+        cur = buf[n - m:n]
+        self.sq[n - 1] = float(cur @ cur)
+        last = n - 1 - m  # the newest earlier window that does not overlap ends here
+        first = max(m - 1, last - self.history + 1)
+        if last - first + 1 < min(m, self.history):
+            return None
+        starts = np.lib.stride_tricks.sliding_window_view(buf[first - m + 1:last + 1], m)
+        d2 = self.sq[first:last + 1] + self.sq[n - 1] - 2.0 * (starts @ cur)
+        return math.sqrt(max(float(d2.min()), 0.0))
+
+
 class RecordContextEnsemble:
     """The default NAB detector: rank surprise of three statistics, max with context novelty.
 
@@ -432,7 +481,10 @@ class RecordContextEnsemble:
     context alone, with an ordinary value, is mostly noise). With `joint` (default), a fifth
     component: the rank surprise of the sum of the three statistics' rank surprises (a row
     where the residual and the level are unusual together, though none is a record alone).
-    Score = max of the components.
+    With `discord_m` > 0, a sixth: the rank surprise of the left matrix profile
+    (`LeftDiscord`: the stretch of the last `discord_m` rows is unlike any earlier stretch).
+    The context gate looks at the joint surprise (`cn_gate_on="joint"`, the default) or at the
+    residual's (`"residual"`). Score = max of the components.
     """
 
     def __init__(self, params: NabParams | None = None) -> None:
@@ -446,7 +498,9 @@ class RecordContextEnsemble:
         self.r_joint = RankSurprise(p.rank_warm)
         self.n = 0
         self.cn = WarmContextNovelty(p.cn_levels, p.cn_warm, p.cn_margin, p.cn_order, p.cn_rest, p.cn_threshold)
-        self.recent_lev: deque[float] = deque(maxlen=max(1, p.cn_gate_rows))
+        self.recent_gate: deque[float] = deque(maxlen=max(1, p.cn_gate_rows))
+        self.discord = LeftDiscord(p.discord_m, p.discord_history) if p.discord_m > 0 else None
+        self.r_discord = RankSurprise(p.rank_warm)
 
     def update(self, x: float, t: float | None = None) -> float:
         if not math.isfinite(x):
@@ -459,17 +513,25 @@ class RecordContextEnsemble:
             if seas is not None:
                 lev = seas
         s_lev = self.r_lev.update(lev)
-        self.recent_lev.append(s_lev)
         s_hi = self.r_hi.update(x)
         s_lo = self.r_lo.update(-x)
         s = max(s_lev, s_hi, s_lo)
+        s_joint = 0.0
         if self.p.joint:
             self.n += 1
             if self.n > self.p.rank_warm:  # the components' own warm-up rows (all 0) stay out
-                s = max(s, self.r_joint.update(s_lev + s_hi + s_lo))
+                s_joint = self.r_joint.update(s_lev + s_hi + s_lo)
+                s = max(s, s_joint)
+        if self.discord is not None:
+            d = self.discord.update(x)
+            if d is not None:
+                s = max(s, self.r_discord.update(d))
+        self.recent_gate.append(s_joint if self.p.cn_gate_on == "joint" and self.p.joint else s_lev)
         c = self.cn.update(x) * self.p.cn_weight
-        if max(self.recent_lev) < self.p.cn_gate:
-            c = 0.0  # a novel context counts only while the level/seasonal residual is unusual too
+        if max(self.recent_gate) < self.p.cn_gate:
+            # A novel context counts only while the statistics are unusual too: the gate value
+            # 0.4 is rank surprise 0.8 * 1/2, i.e. within the top sqrt(n) of its own history.
+            c = 0.0
         return min(1.0, max(s, c))
 
     def score(self, values: Sequence[float] | FloatArray,
