@@ -12,6 +12,14 @@ File layout::
     kind = "modbus"                  # a key of simulators.RUNNERS (modbus, iec104, mqtt)
     ...                              # the simulator's own options (see its package docstring)
 
+`--sample-readings FILE` does not serve anything: it reads every Modbus farm of the file
+in-process every `--sample-every` simulated seconds (default 300) from `start` until (before)
+`until` and
+writes `point,ts,value` rows (what a collector would store; offline meters give no row) of the
+faulted points (`[simulators.faults] points`; every numeric point of a farm without faults) plus
+the fault labels: a week of labelled readings in seconds, for `gridwatch detectors evaluate
+--labels ... --readings FILE`.
+
 `--start`, `--speed`, `--until` and `--duration` (real seconds) override the file. Each
 simulator runs `run_simulator(cfg, clock, stop)` (contract in `simulators/__init__.py`) on
 one shared `AcceleratedClock`; Ctrl-C or SIGTERM stops them all. Exit status: 0 after a clean
@@ -23,11 +31,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
+import math
 import signal
 import sys
 import time
 import tomllib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +69,10 @@ def register(sub: Any) -> None:
     p.add_argument("--speed", type=float, help="simulated seconds per real second (default: file, else 1)")
     p.add_argument("--duration", type=float, help="stop after this many real seconds")
     p.add_argument("--only", action="append", default=[], metavar="KIND", help="run only simulators of KIND")
+    p.add_argument("--sample-readings", metavar="FILE",
+                   help="do not serve: sample the Modbus farms in-process from start to until into a CSV")
+    p.add_argument("--sample-every", type=float, default=300.0, metavar="SECONDS",
+                   help="simulated seconds between samples with --sample-readings (default 300)")
     p.set_defaults(handler=run)
 
 
@@ -174,6 +188,51 @@ async def simulate(section: SimulateSection, tables: list[dict[str, Any]], durat
     return 1 if failed else 0
 
 
+def sample_readings(section: SimulateSection, tables: list[dict[str, Any]], dest: Path, every_s: float,
+                    out: Any = None) -> int:
+    """Write `point,ts,value` rows of every Modbus farm sampled in-process (see the module doc)."""
+    from simulators.modbus import farm_from_dict  # only this mode needs the farm itself
+
+    out = out or sys.stdout
+    if not section.start or not section.until:
+        raise ValueError("simulate.start and simulate.until: both are needed with --sample-readings")
+    if every_s <= 0:
+        raise ValueError("--sample-every must be positive")
+    start = _parse_time(section.start, "simulate.start")
+    until = _parse_time(section.until, "simulate.until")
+    if until <= start:
+        raise ValueError("simulate.until must be after simulate.start")
+    farms = []
+    for i, cfg in enumerate(tables):
+        if cfg["kind"] != "modbus":
+            print(f"simulate: simulators[{i}] ({cfg['kind']}) is not sampled: only Modbus farms are", file=out)
+            continue
+        farm, plan = farm_from_dict(cfg, lambda: start)
+        if plan is not None and farm.cfg.labels:
+            labels = Path(farm.cfg.labels)
+            plan.write_labels(labels if labels.is_absolute() else Path(farm.cfg.config_dir) / labels)
+        # a farm with faults: its faulted points (what is scored); else every numeric point
+        farms.append((farm, farm.cfg.faults.points if farm.cfg.faults is not None else None))
+    if not farms:
+        raise ValueError("--sample-readings: the file has no [[simulators]] of kind \"modbus\"")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    steps = math.ceil((until - start).total_seconds() / every_s)  # [start, until)
+    with dest.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["point", "ts", "value"])
+        for k in range(steps):
+            ts = start + timedelta(seconds=k * every_s)
+            stamp = ts.isoformat()
+            for farm, points in farms:
+                for name, value in farm.readings_at(ts, points):
+                    w.writerow([name, stamp, repr(value)])
+                    rows += 1
+    print(f"simulate: {rows} readings from {start.isoformat()} to {until.isoformat()} every {every_s:g} s "
+          f"written to {dest}", file=out)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of `gridwatch simulate`."""
     try:
@@ -181,6 +240,8 @@ def run(args: argparse.Namespace) -> int:
         if not tables:
             print("simulate: no simulator selected", file=sys.stderr)
             return 2
+        if args.sample_readings:
+            return sample_readings(section, tables, Path(args.sample_readings), args.sample_every)
         return asyncio.run(simulate(section, tables, duration=args.duration))
     except ValueError as e:
         print(f"simulate: {e}", file=sys.stderr)

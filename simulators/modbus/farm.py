@@ -23,7 +23,7 @@ import math
 import random
 import tomllib
 import zlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -441,6 +441,29 @@ class MeterFarm:
         # 10,000 meters are a large, long-lived heap: keep it out of the collector's full
         # passes, which otherwise stall the event loop for seconds on a busy machine
         gc.freeze()
+
+    def readings_at(self, ts: datetime, points: Collection[str] | None = None) -> list[tuple[str, float]]:
+        """What a collector reading every meter at `ts` would get, without a network in between.
+
+        `(device.point, value)` for every numeric point (only those named in `points` when
+        given), decoded from the same register image the server would answer with, faults and
+        corrupt payloads included; silent and offline meters give nothing. For offline detector
+        evaluation: a week of a farm is sampled in seconds (`gridwatch simulate --sample-readings`).
+        """
+        out: list[tuple[str, float]] = []
+        for dev in self.devices:
+            if dev.silent or (self.plan is not None and self.plan.offline(dev.name, ts)):
+                continue
+            img = dev.image(ts, self.plan)
+            for sl in dev.layout.slots:
+                o = sl.opts
+                if o.type == "string" or (points is not None and sl.spec.name not in points):
+                    continue
+                table = img.get(o.table, {})
+                words = [table.get(sl.address + k, 0) for k in range(o.words)]
+                raw = codec.decode(words, o.type, sl.order, o.bit)
+                out.append((f"{dev.name}.{sl.spec.name}", raw * sl.spec.scale + sl.spec.offset))
+        return out
 
     async def handle(self, port: int, unit: int, fc: int, address: int,
                      count: int) -> list[int] | list[bool] | ExcCodes:

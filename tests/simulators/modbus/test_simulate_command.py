@@ -93,3 +93,41 @@ def test_command_line_overrides_the_file(tmp_path: Path) -> None:
     section, tables = load_plan(f, _args(f, "--speed", "60", "--start", "2026-01-01T00:00:00Z"))
     assert section == SimulateSection(start="2026-01-01T00:00:00Z", speed=60.0, seed=4)
     assert tables[0]["seed"] == 4 and tables[0]["config_dir"] == str(tmp_path.resolve())
+
+
+def test_sample_readings_writes_what_a_collector_would_read_and_the_labels(tmp_path: Path) -> None:
+    from detectors.evaluate import evaluate_faults, read_labels, read_readings
+
+    f = tmp_path / "sim.toml"
+    f.write_text(
+        '[simulate]\nstart = "2026-03-02T00:00:00Z"\nuntil = "2026-03-03T00:00:00Z"\nseed = 3\n'
+        '[[simulators]]\nkind = "modbus"\n'
+        f'templates = ["{TEMPLATES}"]\nlabels = "labels.jsonl"\n'
+        '[simulators.faults]\nrate_per_day = 0\npoints = ["voltage_l1"]\n'
+        '[[simulators.faults.items]]\npoint = "m1.voltage_l1"\nkind = "sag"\n'
+        'start = "2026-03-02T18:00:00Z"\nduration_s = 900\nmagnitude = 0.85\n'
+        '[[simulators.faults.items]]\npoint = "m2"\nkind = "offline"\n'
+        'start = "2026-03-02T20:00:00Z"\nend = "2026-03-02T21:00:00Z"\n'
+        '[[simulators.groups]]\nname = "m{n}"\ntemplate = "sdm630"\ncount = 3\nport = 15999\n'
+    )
+    dest = tmp_path / "out" / "readings.csv"
+    assert run(_args(f, "--sample-readings", str(dest), "--sample-every", "300")) == 0
+    readings = read_readings(dest)
+    assert sorted(readings) == ["m1.voltage_l1", "m2.voltage_l1", "m3.voltage_l1"]  # only the faulted point
+    ts1, v1 = readings["m1.voltage_l1"]
+    assert len(ts1) == 288 and ts1[0].isoformat() == "2026-03-02T00:00:00+00:00"  # [start, until)
+    assert len(readings["m2.voltage_l1"][0]) == 288 - 12  # an hour offline: no rows
+    sag = [v for t, v in zip(ts1, v1, strict=True) if t.hour == 18 and t.minute < 15]
+    normal = [v for t, v in zip(ts1, v1, strict=True) if t.hour == 17]
+    assert len(sag) == 3 and max(sag) < 0.9 * min(normal)
+    labels = read_labels(tmp_path / "labels.jsonl")
+    assert sorted(lab.kind for lab in labels) == ["offline", "sag"]
+    rep = evaluate_faults(labels, readings)
+    assert rep.kinds["sag"].detected == 1 and rep.kinds["sag"].delays_intervals == [0.0]
+    assert rep.kinds["offline"].detected == 1
+
+
+def test_sample_readings_needs_a_range(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = _write(tmp_path, 15998, '[simulate]\nstart = "2026-03-02T00:00:00Z"\n')
+    assert run(_args(f, "--sample-readings", str(tmp_path / "r.csv"))) == 2
+    assert "simulate.start and simulate.until: both are needed with --sample-readings" in capsys.readouterr().err
