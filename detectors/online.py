@@ -460,14 +460,19 @@ class LeftDiscord:
         if n < m:
             return None
         cur = buf[n - m:n]
-        self.sq[n - 1] = float(cur @ cur)
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.sq[n - 1] = float(cur @ cur)
         last = n - 1 - m  # the newest earlier window that does not overlap ends here
         first = max(m - 1, last - self.history + 1)
         if last - first + 1 < min(m, self.history):
             return None
         starts = np.lib.stride_tricks.sliding_window_view(buf[first - m + 1:last + 1], m)
-        d2 = self.sq[first:last + 1] + self.sq[n - 1] - 2.0 * (starts @ cur)
-        return math.sqrt(max(float(d2.min()), 0.0))
+        with np.errstate(over="ignore", invalid="ignore"):
+            d2 = self.sq[first:last + 1] + self.sq[n - 1] - 2.0 * (starts @ cur)
+            nearest = float(d2.min())
+        if not math.isfinite(nearest):  # values near float's limit overflow the squares
+            return None
+        return math.sqrt(max(nearest, 0.0))
 
 
 class RecordContextEnsemble:

@@ -62,3 +62,11 @@ def test_discord_flags_a_misshapen_cycle_inside_the_normal_range() -> None:
     # of high, low and residual still score >= 0.8 now and then, with or without it).
     normal = slice(1000, 2400)
     np.testing.assert_array_equal(with_discord[normal] >= 0.8, without[normal] >= 0.8)
+
+
+def test_discord_skips_values_whose_squares_overflow() -> None:
+    x = np.random.default_rng(1).normal(size=500)
+    x[300] = 1e200  # a corrupt register decoded as a huge float
+    with np.errstate(all="raise"):  # no overflow warning escapes either
+        s = run_stream(lambda: RecordContextEnsemble(), x)
+    assert np.isfinite(s).all() and s[300] >= 0.8
