@@ -5,16 +5,17 @@ time order (`update(value, t)` one at a time, or `score(values, times)` for a ca
 which just loops) and a row's score depends only on that row and the rows fed before it.
 Nothing reads ahead; no file length, global min/max or label is ever seen.
 
-The default detector (`ensemble`) combines
-  * context novelty (contextOSE-like): the value is quantised into a few levels over the
-    running range, and the score is the fraction of recent level sequences ("context words")
-    of orders 1..K never seen before;
-  * forecast residuals: |x - EWMA| / EW std, turned into a tail probability;
-  * relative entropy of the recent level histogram against the long-run histogram;
-each component normalised by an HTM-style anomaly likelihood (short-window mean of the raw
-score against the long-window mean/std, Gaussian tail), combined by max, then an emission with
-spike suppression: after a high score the output is held at 0 for `rest` rows, because NAB
-rewards the earliest detection in a window and penalises every later false positive.
+The default detector (`ensemble`, `RecordContextEnsemble`) scores each row by how extreme some
+statistic is against its own past (`RankSurprise`: a new record scores >= 0.8): the seasonal
+residual, new highs, new lows, their joint surprise, and the left matrix profile (`LeftDiscord`:
+the last 30 rows resemble no earlier stretch); plus contextOSE-like context novelty
+(`WarmContextNovelty`), counted only while the joint surprise is high. Score = max of them.
+Method, results on NAB and every variant tried: docs/detectors.md.
+
+`Ensemble` (`likelihood`, `context`, `residual`, `zscore`) is the earlier design: context
+novelty, EWMA residuals and relative entropy, each normalised by an HTM-style anomaly likelihood,
+combined by max with a rest period. Its raw EWMA residual tail (`zscore`) is what fault scoring
+uses per point.
 """
 
 from __future__ import annotations
