@@ -10,13 +10,14 @@ deadband (hysteresis). Readings with unusable quality (`not quality.is_good`) ar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from core.config import LimitSpec, ResolvedPoint
-from core.records import Alert, Reading, Severity
+from core.records import Alert, Quality, Reading, Severity
 
 from .config import (
     ConsumptionRule,
@@ -225,8 +226,17 @@ class FrozenDetector:
         return out
 
 
+_NO_VALUE = Quality.COMM_FAIL | Quality.INVALID
+
+
 class StaleDetector:
-    """No update for `after_intervals` intervals; needs `tick(now)` from a clock."""
+    """No update for `after_intervals` intervals; needs `tick(now)` from a clock.
+
+    A reading without a value (non-finite, or COMM_FAIL / INVALID: the device did not answer or
+    said its value is not valid) is no update: a dead meter whose driver stores a failed read
+    every interval goes stale like one that sends nothing. Out-of-range, spike and other
+    flagged values still count (their own rules report them).
+    """
 
     rule = "stale"
 
@@ -241,7 +251,7 @@ class StaleDetector:
     def observe(self, batch: Sequence[Reading]) -> list[Alert]:
         out: list[Alert] = []
         for r in batch:
-            if r.point_id not in self.rules:
+            if r.point_id not in self.rules or r.quality & _NO_VALUE or not math.isfinite(r.value):
                 continue
             prev = self.last.get(r.point_id)
             if prev is None or r.ts > prev:

@@ -158,3 +158,16 @@ def test_consumption_counter_mode_uses_differences() -> None:
     assert d.observe([r(1, 900, 1000), r(1, 1800, 1005)]) == []
     a = d.observe([r(1, 2700, 1020)])
     assert len(a) == 1 and a[0].evidence["value"] == 15
+
+
+def test_failed_reads_are_no_update_for_stale() -> None:
+    # A dead meter: the driver stores a NaN COMM_FAIL reading every interval.
+    d = StaleDetector({1: (StaleRule.model_validate({"after_intervals": 2}), 60.0)})
+    d.observe([r(1, 0, 230.0)])
+    d.observe([r(1, 60, float("nan"), Quality.COMM_FAIL), r(1, 120, float("nan"), Quality.COMM_FAIL)])
+    assert d.observe([r(1, 125, 231.0, Quality.INVALID)]) == []
+    a = d.tick(T0 + timedelta(seconds=121))
+    assert len(a) == 1 and a[0].firing and a[0].evidence["last_update"] == T0.isoformat()
+    # a flagged but present value (out of range) is an update: the stale alert resolves
+    c = d.observe([r(1, 180, 999.0, Quality.OUT_OF_RANGE)])
+    assert len(c) == 1 and not c[0].firing
