@@ -1,9 +1,14 @@
-"""From a simulator's injected fault, through the whole daemon, to an alert and its journal event.
+"""From a simulator's injected faults, through the whole daemon, to alerts and journal events.
 
-The Modbus meter farm sags one meter's L1 voltage to 85 % of nominal (a labelled fault); the
-daemon (collector, storage, detectors, alerting wired exactly as `gridwatch run` does) must
-store the readings, raise a voltage-band alert for that point only, journal it, and the farm's
-labels file must name the same point and kind.
+1. The Modbus meter farm sags one meter's L1 voltage to 85 % of nominal (a labelled fault); the
+   daemon (collector, storage, detectors, alerting wired exactly as `gridwatch run` does) must
+   store the readings, raise a voltage-band alert for that point only, journal it, and the
+   farm's labels file must name the same point and kind.
+2. In simulated time (farm and daemon on one clock, 60 s read interval at x30): a sag, a swell,
+   a spike, a frozen register and a meter going offline must each raise their rule's alert for
+   the faulted point only, within 2 read intervals of the fault's start (the issue's target for
+   threshold faults), measured on the alerts' own detector times; the offline meter's stale
+   alert must still be firing four intervals into the outage.
 """
 
 from __future__ import annotations
@@ -12,12 +17,13 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from collector.daemon import serve
-from core.clock import SystemClock
+from core.clock import AcceleratedClock, SystemClock
 from tests.collector.helpers import modbus_daemon_config, until
 from tests.conftest import free_port
 
@@ -71,3 +77,100 @@ async def test_injected_sag_becomes_alert_and_event(tmp_path: Path, pg_dsn: str)
     assert sagged is not None and sagged[1] < 230 * 0.9, sagged
     lines = [json.loads(x) for x in labels.read_text().splitlines() if x.strip()]
     assert any(x["point"] == "sdm-01.voltage_l1" and x["kind"] == "sag" for x in lines), lines
+
+
+async def test_threshold_faults_raise_their_alerts_within_two_intervals(tmp_path: Path, pg_dsn: str) -> None:
+    from simulators.modbus import run_simulator
+
+    t0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    interval = 60.0  # simulated seconds between reads; x30: one read every 2 real seconds
+    speed = 30.0  # slow enough that a 1 s stall of a loaded machine stays far inside 2 intervals
+    port = free_port()
+    at = {k: t0 + timedelta(minutes=m) for k, m in
+          (("sag", 4), ("swell", 5), ("spike", 6), ("frozen", 7), ("offline", 8))}
+    faults = [  # point, kind, start, duration (simulated), magnitude; the rule that must fire
+        ("sdm-01.voltage_l1", "sag", at["sag"], 600, 0.85, "voltage"),
+        ("sdm-02.voltage_l2", "swell", at["swell"], 600, 1.12, "voltage"),
+        ("sdm-03.active_power_total", "spike", at["spike"], 60, 20.0, "limit"),
+        ("sdm-01.voltage_l3", "frozen", at["frozen"], 600, None, "frozen"),
+        ("sdm-04", "offline", at["offline"], 600, None, "stale"),
+    ]
+    items = [{"point": p, "kind": k, "start": s.isoformat(), "duration_s": d, **({"magnitude": m} if m else {})}
+             for p, k, s, d, m, _ in faults]
+    sections = f"""
+[detectors]
+enabled = true
+tick_s = 0.25
+[detectors.ml]
+enabled = false
+[[detectors.limits]]
+points = ["*.active_power_total"]
+limits = {{ hi = 150.0 }}
+[[detectors.frozen]]
+points = ["*.voltage_l3"]
+samples = 3
+[[detectors.stale]]
+points = ["*.voltage_l1"]
+after_intervals = 2
+interval_s = {interval}
+[alerting]
+enabled = true
+"""
+    cfg = modbus_daemon_config(tmp_path, pg_dsn, port, count=4, interval_s=interval, sections=sections,
+                               head=f'[clock]\nstart = "{t0.isoformat()}"\nspeed = {speed}')
+    # The farm reads the daemon's own clock once it runs (the same simulated instant on both
+    # sides); until then a clock started alongside it.
+    shared: dict[str, Any] = {"clock": AcceleratedClock(t0, speed)}
+
+    async def on_ready(agent: Any, _api: Any) -> None:
+        shared["clock"] = agent.clock
+
+    stop = asyncio.Event()
+    sim = {"kind": "modbus", "host": "127.0.0.1", "templates": [f"{ROOT}/configs/templates/*.toml"],
+           "faults": {"rate_per_day": 0, "items": items},
+           "groups": [{"name": "sdm-{n:02d}", "template": "sdm630", "count": 4, "port": port,
+                       "profile": {"commercial": 1.0}, "peak_kw": 12.0}]}
+    sim_task = asyncio.create_task(run_simulator(sim, lambda: shared["clock"](), stop))
+    daemon = asyncio.create_task(serve(cfg, stop, api=False, on_ready=on_ready))
+
+    def alerts() -> list[tuple[str, str, datetime]]:
+        with psycopg.connect(pg_dsn) as conn:
+            try:
+                rows = conn.execute("SELECT a.rule, p.name, a.started_at FROM alerts a "
+                                    "JOIN points p ON p.id = a.point_id ORDER BY a.started_at").fetchall()
+            except psycopg.errors.UndefinedTable:
+                return []
+            return [(str(r[0]), str(r[1]), r[2]) for r in rows]
+
+    def raised(rule: str, point: str) -> bool:
+        return any(r == rule and (n == point or n.startswith(point + ".")) for r, n, _ in alerts())
+
+    def state(rule: str, point: str) -> str | None:
+        with psycopg.connect(pg_dsn) as conn:
+            row = conn.execute("SELECT a.state FROM alerts a JOIN points p ON p.id = a.point_id "
+                               "WHERE a.rule = %s AND p.name = %s", (rule, point)).fetchone()
+            return None if row is None else str(row[0])
+
+    try:
+        await until(lambda: all(raised(rule, p) for p, *_, rule in faults), timeout=150,
+                    what="an alert for every injected fault")
+        # The dead meter stays stale while it is offline: the driver's failed reads (NaN,
+        # COMM_FAIL, one per interval) must not count as updates and resolve the alert.
+        await until(lambda: shared["clock"]() >= at["offline"] + timedelta(seconds=4 * interval), timeout=60,
+                    what="four intervals of the outage")
+        assert state("stale", "sdm-04.voltage_l1") == "firing"
+    finally:
+        stop.set()
+        await asyncio.wait_for(daemon, 60)
+        await asyncio.wait_for(sim_task, 30)
+
+    found = alerts()
+    for point, kind, start, _d, _m, rule in faults:
+        hits = [(n, ts) for r, n, ts in found if r == rule and (n == point or n.startswith(point + "."))]
+        delay = (min(ts for _, ts in hits) - start).total_seconds()
+        assert 0 <= delay <= 2 * interval, (kind, point, delay, hits)
+    # only the faulted points raise these rules (stale: the offline meter's voltage_l1 only)
+    assert {n for r, n, _ in found if r == "voltage"} == {"sdm-01.voltage_l1", "sdm-02.voltage_l2"}, found
+    assert {n for r, n, _ in found if r == "limit"} == {"sdm-03.active_power_total"}, found
+    assert {n for r, n, _ in found if r == "frozen"} == {"sdm-01.voltage_l3"}, found
+    assert {n for r, n, _ in found if r == "stale"} == {"sdm-04.voltage_l1"}, found
