@@ -477,20 +477,19 @@ class LeftDiscord:
 
 
 class RecordContextEnsemble:
-    """The default NAB detector: rank surprise of three statistics, max with context novelty.
+    """The default NAB detector: rank surprises of statistics, max with gated context novelty.
 
     Statistics, each through `RankSurprise`: the seasonal residual |x - median of the same time
     on the previous 7 days| (`SeasonalLagResidual`; without timestamps or before the spacing is
     known: |x - median of the previous `lev_window` values|), x (new highs) and -x (new lows).
-    The context component is `WarmContextNovelty` × `cn_weight`, counted only when the
-    residual's rank surprise reached `cn_gate` within the last `cn_gate_rows` rows (a novel
-    context alone, with an ordinary value, is mostly noise). With `joint` (default), a fifth
-    component: the rank surprise of the sum of the three statistics' rank surprises (a row
-    where the residual and the level are unusual together, though none is a record alone).
-    With `discord_m` > 0, a sixth: the rank surprise of the left matrix profile
-    (`LeftDiscord`: the stretch of the last `discord_m` rows is unlike any earlier stretch).
-    The context gate looks at the joint surprise (`cn_gate_on="joint"`, the default) or at the
-    residual's (`"residual"`). Score = max of the components.
+    With `joint` (default), a fourth: the rank surprise of the sum of those three surprises (a
+    row where the residual and the level are unusual together, though none is a record alone).
+    With `discord_m` > 0 (default 30), a fifth: the left matrix profile (`LeftDiscord`: the
+    stretch of the last `discord_m` rows is unlike any earlier stretch). The context component
+    is `WarmContextNovelty` × `cn_weight`, counted only when the joint surprise
+    (`cn_gate_on="joint"`, the default; `"residual"`: the residual's, as before) reached
+    `cn_gate` within the last `cn_gate_rows` rows: a novel context with ordinary values is
+    mostly noise. Score = max of the components.
     """
 
     def __init__(self, params: NabParams | None = None) -> None:

@@ -13,12 +13,11 @@ File layout::
     ...                              # the simulator's own options (see its package docstring)
 
 `--sample-readings FILE` does not serve anything: it reads every Modbus farm of the file
-in-process every `--sample-every` simulated seconds (default 300) from `start` until (before)
-`until` and
-writes `point,ts,value` rows (what a collector would store; offline meters give no row) of the
-faulted points (`[simulators.faults] points`; every numeric point of a farm without faults) plus
-the fault labels: a week of labelled readings in seconds, for `gridwatch detectors evaluate
---labels ... --readings FILE`.
+in-process every `--sample-every` simulated seconds (default 300), from `start` up to (not
+including) `until`, and writes `point,ts,value` rows (what a collector would store; offline
+meters give no row) of the faulted points (`[simulators.faults] points`; every numeric point
+of a farm without faults), plus the fault labels: a week of labelled readings in seconds, for
+`gridwatch detectors evaluate --labels ... --readings FILE`.
 
 `--start`, `--speed`, `--until` and `--duration` (real seconds) override the file. Each
 simulator runs `run_simulator(cfg, clock, stop)` (contract in `simulators/__init__.py`) on
