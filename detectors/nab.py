@@ -92,6 +92,10 @@ def read_series(path: Path) -> tuple[list[str], FloatArray]:
                 vals.append(float(row[1]))
             except (IndexError, ValueError) as e:
                 raise ValueError(f"{path}:{lineno}: field value: not a number ({row!r})") from e
+            try:
+                _parse_ts(row[0])
+            except ValueError as e:
+                raise ValueError(f"{path}:{lineno}: field timestamp: {e}") from e
             ts.append(row[0].strip())
     return ts, np.asarray(vals, dtype=np.float64)
 
@@ -109,9 +113,12 @@ def load_corpus(data_dir: Path, windows_file: Path | None) -> list[NabFile]:
         f = NabFile(key=key, timestamps=ts, values=vals,
                     times=parsed.astype("datetime64[us]").astype(np.int64) / 1e6)
         if key in windows:
-            for start, end in windows[key]:
-                s = np.datetime64(_parse_ts(start), "us")
-                e = np.datetime64(_parse_ts(end), "us")
+            for k, (start, end) in enumerate(windows[key]):
+                try:
+                    s = np.datetime64(_parse_ts(start), "us")
+                    e = np.datetime64(_parse_ts(end), "us")
+                except ValueError as err:
+                    raise ValueError(f"{windows_file}: {key}[{k}]: {err}") from err
                 lo = int(np.searchsorted(parsed, s, side="left"))
                 hi = int(np.searchsorted(parsed, e, side="right")) - 1
                 if hi >= lo:

@@ -175,3 +175,16 @@ def test_cli_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert set(out["profiles"]) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
     assert main(["detectors", "evaluate", "--data", str(tmp_path / "missing"), "--windows", str(wfile)]) == 2
     assert main(["detectors", "evaluate", "--data", str(data), "--windows", str(wfile), "--detector", "nope"]) == 2
+
+
+def test_bad_timestamps_name_the_file_row_and_window(tmp_path: Path) -> None:
+    data = tmp_path / "data" / "c"
+    data.mkdir(parents=True)
+    (data / "a.csv").write_text("timestamp,value\n2024-01-01 00:00:00,1\n\n2024-01-01 00:05,2\n")
+    with pytest.raises(ValueError, match=r"a\.csv:4: field timestamp: unparseable timestamp '2024-01-01 00:05'"):
+        nab.load_corpus(tmp_path / "data", None)
+    (data / "a.csv").write_text("timestamp,value\n2024-01-01 00:00:00,1\n")
+    win = tmp_path / "w.json"
+    win.write_text('{"c/a.csv": [["2024-01-01 00:00:00.000000", "yesterday"]]}')
+    with pytest.raises(ValueError, match=r"w\.json: c/a\.csv\[0\]: unparseable timestamp 'yesterday'"):
+        nab.load_corpus(tmp_path / "data", win)
