@@ -37,6 +37,7 @@ from core.config import GridWatchConfig, ResolvedSource, SourceKind, parse_confi
 from core.interfaces import DriverContext, SampleBatch
 from core.records import RawSample
 from storage.db import Database
+from storage.embedded import dsn_or_embedded
 
 log = logging.getLogger(__name__)
 
@@ -120,52 +121,44 @@ def bench_config(points: int, spool_dir: Path, dsn: str, batch_rows: int) -> Gri
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
-    embedded = None
-    dsn = args.dsn
     try:
-        if dsn is None:
-            from storage.embedded import EmbeddedPostgres
-
-            embedded = EmbeddedPostgres(tmp / "pg")
-            dsn = await asyncio.to_thread(embedded.start)
-        db = await Database.open(dsn, pool_size=4)
-        try:
-            await store.migrate(db)
-            copy_ceiling = store.find("copy_ceiling")
-            ceiling = float(await copy_ceiling(db, args.points, args.ceiling_rows))
-            cfg = bench_config(args.points, tmp / "spool", dsn, args.batch_rows)
-            agent = Agent(cfg, db, maintenance_interval_s=3600, writers=args.writers)
-            task = asyncio.create_task(agent.run())
-            await asyncio.wait_for(agent.started.wait(), 120)
-            fw = agent.forwarder
-            assert fw is not None
-            await asyncio.sleep(min(2.0, args.seconds / 5))  # warm-up
-            rss0 = rss_mb()
-            stored0 = fw.stored
-            t0 = time.perf_counter()
-            peak = rss0
-            end = t0 + args.seconds
-            while time.perf_counter() < end:
-                await asyncio.sleep(0.5)
-                peak = max(peak, rss_mb())
-            agent.stop()
-            await asyncio.wait_for(task, 300)
-            elapsed = time.perf_counter() - t0
-            rss1 = rss_mb()
-            stored = fw.stored - stored0
-            rate = stored / elapsed
-            return {
-                "points": args.points, "seconds": round(elapsed, 2), "backend": db.backend,
-                "copy_ceiling_rows_per_s": round(ceiling), "end_to_end_rows_per_s": round(rate),
-                "ratio": round(rate / ceiling, 3) if ceiling else None, "rows_stored": stored,
-                "spooled": fw.spooled, "rss_start_mb": round(rss0, 1), "rss_end_mb": round(rss1, 1),
-                "rss_peak_mb": round(peak, 1), "rss_growth_mb": round(rss1 - rss0, 1),
-            }
-        finally:
-            await db.close()
+        async with dsn_or_embedded(args.dsn, tmp / "pg") as dsn:
+            db = await Database.open(dsn, pool_size=4)
+            try:
+                await store.migrate(db)
+                copy_ceiling = store.find("copy_ceiling")
+                ceiling = float(await copy_ceiling(db, args.points, args.ceiling_rows))
+                cfg = bench_config(args.points, tmp / "spool", dsn, args.batch_rows)
+                agent = Agent(cfg, db, maintenance_interval_s=3600, writers=args.writers)
+                task = asyncio.create_task(agent.run())
+                await asyncio.wait_for(agent.started.wait(), 120)
+                fw = agent.forwarder
+                assert fw is not None
+                await asyncio.sleep(min(2.0, args.seconds / 5))  # warm-up
+                rss0 = rss_mb()
+                stored0 = fw.stored
+                t0 = time.perf_counter()
+                peak = rss0
+                end = t0 + args.seconds
+                while time.perf_counter() < end:
+                    await asyncio.sleep(0.5)
+                    peak = max(peak, rss_mb())
+                agent.stop()
+                await asyncio.wait_for(task, 300)
+                elapsed = time.perf_counter() - t0
+                rss1 = rss_mb()
+                stored = fw.stored - stored0
+                rate = stored / elapsed
+                return {
+                    "points": args.points, "seconds": round(elapsed, 2), "backend": db.backend,
+                    "copy_ceiling_rows_per_s": round(ceiling), "end_to_end_rows_per_s": round(rate),
+                    "ratio": round(rate / ceiling, 3) if ceiling else None, "rows_stored": stored,
+                    "spooled": fw.spooled, "rss_start_mb": round(rss0, 1), "rss_end_mb": round(rss1, 1),
+                    "rss_peak_mb": round(peak, 1), "rss_growth_mb": round(rss1 - rss0, 1),
+                }
+            finally:
+                await db.close()
     finally:
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 
 class SystemClock:
@@ -56,3 +58,18 @@ def clock_from_config(start: datetime | None, speed: float) -> SystemClock | Acc
     if start is None and speed == 1.0:
         return SystemClock()
     return AcceleratedClock(start=start or datetime.now(UTC), speed=speed)
+
+
+def clock_speed(clock: Callable[[], datetime]) -> float:
+    """The clock's speed (simulated seconds per real second); 1.0 when it has none.
+
+    Reads `speed` of the clock object, or of the object a bound `now` method belongs to.
+    """
+    speed: Any = getattr(clock, "speed", None)
+    if speed is None:
+        speed = getattr(getattr(clock, "__self__", None), "speed", 1.0)
+    try:
+        s = float(speed)
+    except (TypeError, ValueError):
+        return 1.0
+    return s if s > 0 else 1.0

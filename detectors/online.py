@@ -60,6 +60,23 @@ class RunningRange:
         return min(q, self.levels - 1)
 
 
+def novel_fraction(h: tuple[int, ...], seen: set[tuple[int, ...]], max_order: int) -> float:
+    """Fraction of the context words ending at `h[-1]` (orders 1..max_order) not in `seen`.
+
+    A word of order k is the last k+1 levels, tagged with k; every word is added to `seen`.
+    """
+    novel = total = 0
+    for k in range(1, max_order + 1):
+        if len(h) < k + 1:
+            break
+        word = (k, *h[-(k + 1):])
+        total += 1
+        if word not in seen:
+            seen.add(word)
+            novel += 1
+    return novel / total if total else 0.0
+
+
 class ContextNovelty:
     """Fraction of context words (level sequences of orders 1..max_order) never seen before."""
 
@@ -71,18 +88,7 @@ class ContextNovelty:
 
     def update(self, x: float) -> float:
         self.hist.append(self.range.level(x))
-        h = tuple(self.hist)
-        novel = 0
-        total = 0
-        for k in range(1, self.max_order + 1):
-            if len(h) < k + 1:
-                break
-            word = (k, *h[-(k + 1):])
-            total += 1
-            if word not in self.seen:
-                self.seen.add(word)
-                novel += 1
-        return novel / total if total else 0.0
+        return novel_fraction(tuple(self.hist), self.seen, self.max_order)
 
 
 class EwResidual:
@@ -328,17 +334,7 @@ class WarmContextNovelty:
 
     def _raw(self, x: float) -> float:
         self.hist.append(math.floor((x - self.lo) / self.span * self.levels))
-        h = tuple(self.hist)
-        novel = total = 0
-        for k in range(1, self.max_order + 1):
-            if len(h) < k + 1:
-                break
-            word = (k, *h[-(k + 1):])
-            total += 1
-            if word not in self.seen:
-                self.seen.add(word)
-                novel += 1
-        return novel / total if total else 0.0
+        return novel_fraction(tuple(self.hist), self.seen, self.max_order)
 
     def _emit(self, raw: float) -> float:
         i = self.i

@@ -47,18 +47,6 @@ RUNNERS: dict[str, str] = {
 }
 
 
-def clock_speed(clock: Clock) -> float:
-    """The clock's speed (simulated seconds per real second); 1.0 when it has none."""
-    speed: Any = getattr(clock, "speed", None)
-    if speed is None:
-        speed = getattr(getattr(clock, "__self__", None), "speed", 1.0)
-    try:
-        s = float(speed)
-    except (TypeError, ValueError):
-        return 1.0
-    return s if s > 0 else 1.0
-
-
 def load_runner(kind: str) -> SimulatorRunner:
     """The `run_simulator` of simulator `kind`; `LookupError` if unknown or not installed."""
     module = RUNNERS.get(kind)

@@ -13,8 +13,11 @@ message (PostgreSQL insists that its data directory belongs to the user running 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +108,17 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+
+@contextlib.asynccontextmanager
+async def dsn_or_embedded(dsn: str | None, data_dir: Path) -> AsyncIterator[str]:
+    """`dsn` when given; else an embedded PostgreSQL in `data_dir`, stopped on exit (benchmarks)."""
+    if dsn is not None:
+        yield dsn
+        return
+    embedded = EmbeddedPostgres(data_dir)
+    started = await asyncio.to_thread(embedded.start)
+    try:
+        yield started
+    finally:
+        await asyncio.to_thread(embedded.stop)

@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 
 from alerting.lifecycle import sev_name
 from alerting.service import AlertingService, AlertingStats
-from collector.api.context import ApiContext, JsonError, get_ctx, json_object_body, require_role
+from collector.api.context import ApiContext, JsonError, get_ctx, json_object_body, query_int, require_role
 from core.records import Severity, utcnow
 from storage.alerts import AlertFilter, AlertRow, AlertStore, EventFilter
 
@@ -35,14 +35,10 @@ MAX_LIMIT = 1000
 MAX_SHELVE = timedelta(days=31)
 
 
-def _error(status: int, message: str) -> web.HTTPException:
-    return JsonError(status, message)
-
-
 def _service(request: web.Request) -> AlertingService:
     svc = get_ctx(request).features.get("alerting")
     if not isinstance(svc, AlertingService):
-        raise _error(503, "alerting is not enabled in this daemon")
+        raise JsonError(503, "alerting is not enabled in this daemon")
     return svc
 
 
@@ -72,26 +68,13 @@ def alert_json(r: AlertRow, now: datetime) -> dict[str, Any]:
     }
 
 
-def _int(request: web.Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        v = int(raw)
-    except ValueError:
-        raise _error(400, f"parameter {name!r}: {raw!r} is not an integer") from None
-    if not lo <= v <= hi:
-        raise _error(400, f"parameter {name!r}: {v} is outside {lo}..{hi}")
-    return v
-
-
 def _time(name: str, raw: str | None) -> datetime | None:
     if raw is None or raw == "":
         return None
     try:
         dt = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise _error(400, f"parameter {name!r}: {raw!r} is not an ISO 8601 time") from None
+        raise JsonError(400, f"parameter {name!r}: {raw!r} is not an ISO 8601 time") from None
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
@@ -107,7 +90,7 @@ def _alert_id(request: web.Request) -> int:
     try:
         return int(request.match_info["id"])
     except ValueError:
-        raise _error(400, "alert id must be an integer") from None
+        raise JsonError(400, "alert id must be an integer") from None
 
 
 def _text(data: dict[str, Any], name: str, *, required: bool = False, max_len: int = 1000) -> str:
@@ -115,11 +98,11 @@ def _text(data: dict[str, Any], name: str, *, required: bool = False, max_len: i
     if v is None:
         v = ""
     if not isinstance(v, str):
-        raise _error(400, f"field {name!r} must be a string")
+        raise JsonError(400, f"field {name!r} must be a string")
     if required and not v.strip():
-        raise _error(400, f"field {name!r} is required")
+        raise JsonError(400, f"field {name!r} is required")
     if len(v) > max_len:
-        raise _error(400, f"field {name!r} is longer than {max_len} characters")
+        raise JsonError(400, f"field {name!r} is longer than {max_len} characters")
     return v.strip()
 
 
@@ -133,18 +116,18 @@ async def list_alerts(request: web.Request) -> web.Response:
     if state == "all":
         state = None
     if state not in (None, "firing", "resolved"):
-        raise _error(400, f"parameter 'state': {state!r} is not one of firing, resolved, all")
+        raise JsonError(400, f"parameter 'state': {state!r} is not one of firing, resolved, all")
     sev = None
     if q.get("severity"):
         try:
             sev = int(Severity.parse(q["severity"]))
         except KeyError:
-            raise _error(400, f"parameter 'severity': {q['severity']!r} is not one of "
+            raise JsonError(400, f"parameter 'severity': {q['severity']!r} is not one of "
                               f"{', '.join(s.name.lower() for s in Severity)}") from None
     f = AlertFilter(state=state, min_severity=sev, zone=q.get("zone") or None, device=q.get("device") or None,
                     rule=q.get("rule") or None, key=q.get("key") or None,
-                    before_id=_int(request, "before", None, 1, 2**62),
-                    limit=_int(request, "limit", 100, 1, MAX_LIMIT) or 100)
+                    before_id=query_int(request, "before", None, 1, 2**62),
+                    limit=query_int(request, "limit", 100, 1, MAX_LIMIT) or 100)
     rows = await _store(request).list_alerts(f)
     now = utcnow()
     return web.json_response({"alerts": [alert_json(r, now) for r in rows]})
@@ -155,7 +138,7 @@ async def get_alert(request: web.Request) -> web.Response:
     require_role(request, "viewer")
     row = await _store(request).get(_alert_id(request))
     if row is None:
-        raise _error(404, f"no alert with id {request.match_info['id']}")
+        raise JsonError(404, f"no alert with id {request.match_info['id']}")
     return web.json_response(alert_json(row, utcnow()))
 
 
@@ -166,7 +149,7 @@ async def ack(request: web.Request) -> web.Response:
     data = await json_object_body(request)
     row = await svc.acknowledge(_alert_id(request), user, _text(data, "comment"))
     if row is None:
-        raise _error(404, f"no alert with id {request.match_info['id']}")
+        raise JsonError(404, f"no alert with id {request.match_info['id']}")
     return web.json_response(alert_json(row, svc.clock()))
 
 
@@ -178,28 +161,28 @@ async def shelve(request: web.Request) -> web.Response:
     reason = _text(data, "reason", required=True)
     now = svc.clock()
     if "until" in data and "duration_s" in data:
-        raise _error(400, "give one of 'until' and 'duration_s', not both")
+        raise JsonError(400, "give one of 'until' and 'duration_s', not both")
     if "until" in data:
         if not isinstance(data["until"], str):
-            raise _error(400, "field 'until' must be an ISO 8601 time string")
+            raise JsonError(400, "field 'until' must be an ISO 8601 time string")
         until = _time("until", data["until"])
         assert until is not None
     elif "duration_s" in data:
         d = data["duration_s"]
         if isinstance(d, bool) or not isinstance(d, (int, float)) or d <= 0:
-            raise _error(400, "field 'duration_s' must be a positive number of seconds")
+            raise JsonError(400, "field 'duration_s' must be a positive number of seconds")
         if d > MAX_SHELVE.total_seconds():
-            raise _error(400, f"field 'duration_s': at most {MAX_SHELVE.days} days")
+            raise JsonError(400, f"field 'duration_s': at most {MAX_SHELVE.days} days")
         until = now + timedelta(seconds=float(d))
     else:
-        raise _error(400, "field 'until' (ISO 8601) or 'duration_s' is required")
+        raise JsonError(400, "field 'until' (ISO 8601) or 'duration_s' is required")
     if until <= now:
-        raise _error(400, "field 'until' must be in the future")
+        raise JsonError(400, "field 'until' must be in the future")
     if until - now > MAX_SHELVE:
-        raise _error(400, f"field 'until': at most {MAX_SHELVE.days} days ahead")
+        raise JsonError(400, f"field 'until': at most {MAX_SHELVE.days} days ahead")
     row = await svc.shelve(_alert_id(request), user, reason, until)
     if row is None:
-        raise _error(404, f"no alert with id {request.match_info['id']}")
+        raise JsonError(404, f"no alert with id {request.match_info['id']}")
     return web.json_response(alert_json(row, now))
 
 
@@ -210,9 +193,9 @@ async def unshelve(request: web.Request) -> web.Response:
     alert_id = _alert_id(request)
     current = await svc.get(alert_id)
     if current is None:
-        raise _error(404, f"no alert with id {alert_id}")
+        raise JsonError(404, f"no alert with id {alert_id}")
     if current.shelved_until is None:
-        raise _error(409, f"alert {alert_id} is not shelved")
+        raise JsonError(409, f"alert {alert_id} is not shelved")
     row = await svc.unshelve(alert_id, user)
     assert row is not None
     return web.json_response(alert_json(row, svc.clock()))
@@ -224,11 +207,11 @@ async def deliveries(request: web.Request) -> web.Response:
     svc = _service(request)
     status = request.query.get("status") or None
     if status not in (None, "pending", "delivered", "failed"):
-        raise _error(400, f"parameter 'status': {status!r} is not one of pending, delivered, failed")
+        raise JsonError(400, f"parameter 'status': {status!r} is not one of pending, delivered, failed")
     out = await svc.deliveries(status=status, receiver=request.query.get("receiver") or None,
-                               alert_id=_int(request, "alert_id", None, 1, 2**62),
-                               before_id=_int(request, "before", None, 1, 2**62),
-                               limit=_int(request, "limit", 100, 1, MAX_LIMIT) or 100)
+                               alert_id=query_int(request, "alert_id", None, 1, 2**62),
+                               before_id=query_int(request, "before", None, 1, 2**62),
+                               limit=query_int(request, "limit", 100, 1, MAX_LIMIT) or 100)
     return web.json_response(out, dumps=_dumps)
 
 
@@ -238,11 +221,11 @@ async def events(request: web.Request) -> web.Response:
     q = request.query
     since, until = _time("from", q.get("from")), _time("to", q.get("to"))
     if since is not None and until is not None and until <= since:
-        raise _error(400, "parameter 'to' must be after 'from'")
+        raise JsonError(400, "parameter 'to' must be after 'from'")
     f = EventFilter(kind=q.get("kind") or None, source=q.get("source") or None, actor=q.get("actor") or None,
                     since=since, until=until, text=q.get("q") or None,
-                    before_id=_int(request, "before", None, 1, 2**62),
-                    limit=_int(request, "limit", 100, 1, MAX_LIMIT) or 100)
+                    before_id=query_int(request, "before", None, 1, 2**62),
+                    limit=query_int(request, "limit", 100, 1, MAX_LIMIT) or 100)
     rows = await _store(request).list_events(f)
     return web.json_response({"events": rows}, dumps=_dumps)
 

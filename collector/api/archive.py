@@ -44,6 +44,7 @@ from storage.archive import (
     rows_to_csv,
     series,
 )
+from storage.readings import ReadingRow
 
 MAX_POINTS = 500
 STEPS = ("auto", "raw", "15m", "1h", "1d")
@@ -120,8 +121,8 @@ def _range(request: web.Request) -> tuple[datetime, datetime, str]:
     return start, end, step
 
 
-async def get_series(request: web.Request) -> web.Response:
-    """Readings or aggregates of many points over a range."""
+async def _series(request: web.Request) -> tuple[list[ReadingRow], dict[int, str], list[int], datetime, datetime, str]:
+    """The series a request asks for: (rows, names, ids, from, to, step), viewer role required."""
     require_role(request, "viewer")
     ids, names, _ = await _points(request)
     start, end, step = _range(request)
@@ -129,6 +130,12 @@ async def get_series(request: web.Request) -> web.Response:
         rows = await series(get_ctx(request).db, ids, start, end, step)
     except ArchiveError as e:
         raise JsonError(400, str(e)) from None
+    return rows, names, ids, start, end, step
+
+
+async def get_series(request: web.Request) -> web.Response:
+    """Readings or aggregates of many points over a range."""
+    rows, names, ids, start, end, step = await _series(request)
     out: dict[str, list[dict[str, Any]]] = {names[i]: [] for i in ids}
     for r in rows:
         out[names[r.point_id]].append({"ts": r.ts, "value": r.value, "min": r.min, "max": r.max, "count": r.count,
@@ -138,13 +145,7 @@ async def get_series(request: web.Request) -> web.Response:
 
 async def export_csv(request: web.Request) -> web.Response:
     """The same data as CSV (attachment)."""
-    require_role(request, "viewer")
-    ids, names, _ = await _points(request)
-    start, end, step = _range(request)
-    try:
-        rows = await series(get_ctx(request).db, ids, start, end, step)
-    except ArchiveError as e:
-        raise JsonError(400, str(e)) from None
+    rows, names, _, start, _, _ = await _series(request)
     return web.Response(text=rows_to_csv(rows, names), content_type="text/csv", charset="utf-8",
                         headers={"Content-Disposition": f'attachment; filename="gridwatch_{start:%Y%m%dT%H%M}.csv"'})
 

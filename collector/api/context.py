@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -69,6 +69,24 @@ class JsonError(web.HTTPException):
     def __init__(self, status: int, message: str) -> None:
         self.status_code = status
         super().__init__(text=json.dumps({"error": message}), content_type="application/json")
+
+
+@overload
+def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int: ...
+@overload
+def query_int(request: web.Request, name: str, default: None, lo: int, hi: int) -> int | None: ...
+def query_int(request: web.Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    """An integer query parameter within [lo, hi]; `default` when absent or empty; 400 otherwise."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise JsonError(400, f"parameter {name!r}: {raw!r} is not an integer") from None
+    if not lo <= v <= hi:
+        raise JsonError(400, f"parameter {name!r}: {v} is outside {lo}..{hi}")
+    return v
 
 
 async def json_object_body(request: web.Request) -> dict[str, Any]:

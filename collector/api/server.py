@@ -22,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from collector import store
-from collector.api.context import CTX_KEY, ApiContext, get_ctx, require_role
+from collector.api.context import CTX_KEY, ApiContext, JsonError, get_ctx, query_int, require_role
 from core.errors import GridWatchError, SinkError
 
 log = logging.getLogger(__name__)
@@ -33,17 +33,9 @@ MAX_LIMIT = 10_000
 READY_TIMEOUT_S = 3.0
 
 
-class ApiError(web.HTTPException):
-    """An error answered as JSON: `{"error": message}`."""
-
-    def __init__(self, status: int, message: str) -> None:
-        self.status_code = status
-        super().__init__(text=web.json_response({"error": message}).text, content_type="application/json")
-
-
-def bad_request(message: str) -> ApiError:
+def bad_request(message: str) -> JsonError:
     """400 with a message naming the parameter."""
-    return ApiError(400, message)
+    return JsonError(400, message)
 
 
 def load_tokens(ctx: ApiContext) -> None:
@@ -77,20 +69,6 @@ def parse_time(name: str, text: str | None, default: datetime) -> datetime:
         return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
     except (ValueError, KeyError, IndexError):
         raise bad_request(f"parameter {name!r}: {text!r} is not a time (ISO 8601, epoch seconds or now-1h)") from None
-
-
-def parse_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    """An integer query parameter within [lo, hi]."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        v = int(raw)
-    except ValueError:
-        raise bad_request(f"parameter {name!r}: {raw!r} is not an integer") from None
-    if not lo <= v <= hi:
-        raise bad_request(f"parameter {name!r}: {v} is outside {lo}..{hi}")
-    return v
 
 
 # ---------------------------------------------------------------- handlers
@@ -133,8 +111,8 @@ async def points(request: web.Request) -> web.Response:
     """Points, filtered by zone/subject/device/source, paged by limit/offset."""
     require_role(request, "viewer")
     ctx = get_ctx(request)
-    limit = parse_int(request, "limit", 1000, 1, MAX_LIMIT)
-    offset = parse_int(request, "offset", 0, 0, 1 << 40)
+    limit = query_int(request, "limit", 1000, 1, MAX_LIMIT)
+    offset = query_int(request, "offset", 0, 0, 1 << 40)
     filters = {k: request.query.get(k) for k in ("zone", "subject", "device", "source")}
     for k in request.query:
         if k not in {"zone", "subject", "device", "source", "limit", "offset"}:
@@ -154,7 +132,7 @@ async def _resolve_points(ctx: ApiContext, refs: Sequence[str]) -> list[tuple[in
         elif ref.isdigit() and int(ref) in by_id:
             out.append((int(ref), by_id[int(ref)]))
         else:
-            raise ApiError(404, f"parameter 'point': no point named or numbered {ref!r}")
+            raise JsonError(404, f"parameter 'point': no point named or numbered {ref!r}")
     return out
 
 
@@ -177,7 +155,7 @@ async def readings(request: web.Request) -> web.StreamResponse:
     fmt = q.get("format", "json")
     if fmt not in ("json", "csv"):
         raise bad_request(f"parameter 'format': {fmt!r} is not json or csv")
-    limit = parse_int(request, "limit", 100_000, 1, 1_000_000)
+    limit = query_int(request, "limit", 100_000, 1, 1_000_000)
     pts = await _resolve_points(ctx, refs)
     chosen, rows = await store.readings(ctx.db, [p for p, _ in pts], start, end, step, limit)
     names = dict(pts)
@@ -203,8 +181,8 @@ async def dead_letters(request: web.Request) -> web.Response:
     """Dead letters, newest first (viewer)."""
     require_role(request, "viewer")
     ctx = get_ctx(request)
-    limit = parse_int(request, "limit", 100, 1, 1000)
-    offset = parse_int(request, "offset", 0, 0, 1 << 40)
+    limit = query_int(request, "limit", 100, 1, 1000)
+    offset = query_int(request, "offset", 0, 0, 1 << 40)
     from storage.dead_letters import list_dead_letters
 
     total, rows = await list_dead_letters(ctx.db, source=request.query.get("source") or None, limit=limit,
@@ -228,11 +206,11 @@ async def json_errors(request: web.Request,
     except web.HTTPException as e:
         if e.content_type == "application/json":
             raise
-        raise ApiError(e.status, e.reason or "error") from None
+        raise JsonError(e.status, e.reason or "error") from None
     except SinkError as e:
-        raise ApiError(503, f"database unavailable: {e}") from None
+        raise JsonError(503, f"database unavailable: {e}") from None
     except GridWatchError as e:
-        raise ApiError(500, str(e)) from None
+        raise JsonError(500, str(e)) from None
 
 
 def build_app(ctx: ApiContext, feature_modules: Sequence[str] = FEATURE_MODULES) -> web.Application:

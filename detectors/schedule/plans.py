@@ -90,6 +90,15 @@ def _day(text: str) -> date:
     return date.fromisoformat(text.strip())
 
 
+def _row_day(text: str, source: str, line: int, issues: list[PlanIssue]) -> date | None:
+    """The row's day, or None once the issue is recorded."""
+    try:
+        return _day(text)
+    except ValueError:
+        issues.append(PlanIssue(source, line, "day", f"not a date (YYYY-MM-DD): {text!r}"))
+        return None
+
+
 def _check_values(config: ScheduleConfig, source: str, day: date, subject: str, values: list[float],
                   line: int | None, cols: list[str], issues: list[PlanIssue]) -> None:
     n = hours_in_day(day, config.tz)
@@ -145,10 +154,8 @@ def parse_csv(text: str, config: ScheduleConfig, source: str = "<csv>") -> PlanI
                 issues.append(PlanIssue(source, line, "", f"{len(row)} cells, the header has {len(cols)}"))
                 continue
             n_before = len(issues)
-            try:
-                day = _day(cell(row, "day"))
-            except ValueError:
-                issues.append(PlanIssue(source, line, "day", f"not a date (YYYY-MM-DD): {cell(row, 'day')!r}"))
+            day = _row_day(cell(row, "day"), source, line, issues)
+            if day is None:
                 continue
             subject = cell(row, "subject")
             _known_subject(config, source, subject, line, "subject", issues)
@@ -180,10 +187,8 @@ def parse_csv(text: str, config: ScheduleConfig, source: str = "<csv>") -> PlanI
         bad: set[tuple[date, str]] = set()
         for line, row in rows[1:]:
             n_before = len(issues)
-            try:
-                day = _day(cell(row, "day"))
-            except ValueError:
-                issues.append(PlanIssue(source, line, "day", f"not a date (YYYY-MM-DD): {cell(row, 'day')!r}"))
+            day = _row_day(cell(row, "day"), source, line, issues)
+            if day is None:
                 continue
             subject = cell(row, "subject")
             key = (day, subject)

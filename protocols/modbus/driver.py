@@ -35,12 +35,13 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
+from core.clock import clock_speed
 from core.config import ResolvedDevice, ResolvedPoint, ResolvedSource
 from core.errors import ConnectError, DriverError
 from core.interfaces import DriverContext, SampleBatch
@@ -123,15 +124,6 @@ class _Endpoint:
         return f"{self.host}:{self.port}"
 
 
-def _clock_speed(clock: Callable[[], datetime]) -> float:
-    speed: Any = getattr(clock, "speed", None)
-    if speed is None:
-        speed = getattr(getattr(clock, "__self__", None), "speed", 1.0)
-    try:
-        s = float(speed)
-    except (TypeError, ValueError):
-        return 1.0
-    return s if s > 0 else 1.0
 
 
 class ModbusDriver:
@@ -148,7 +140,7 @@ class ModbusDriver:
         self.name = source.name
         self.ctx = ctx
         self.opts = opts
-        self.speed = _clock_speed(ctx.clock)
+        self.speed = clock_speed(ctx.clock)
         if opts.quiet_library_logs:
             quiet_library_logs()
         self.devices: list[_Device] = []

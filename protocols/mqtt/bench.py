@@ -210,68 +210,61 @@ async def _storage_stage(port: int, args: argparse.Namespace) -> dict[str, Any]:
     from core.config import parse_config
     from protocols.mqtt import SOURCE_KIND
     from storage.db import Database
+    from storage.embedded import dsn_or_embedded
 
     tmp = Path(tempfile.mkdtemp(prefix="gw-bench-mqtt-pg-"))
-    embedded = None
-    dsn = args.dsn
     try:
-        if dsn is None:
-            from storage.embedded import EmbeddedPostgres
-
-            embedded = EmbeddedPostgres(tmp / "pg")
-            dsn = await asyncio.to_thread(embedded.start)
-        raw = {
-            "storage": {"dsn": dsn, "batch_max_rows": 5000, "batch_max_age_ms": 200},
-            "spool": {"dir": str(tmp / "spool")},
-            "api": {"enabled": False},
-            "sources": [{"name": "amr", "kind": "mqtt",
-                         "options": {"host": "127.0.0.1", "port": port, "client_id": "gw-bench-agent",
-                                     "topics": [{**BATCH[0], "pattern": "bench/batch/+"}], "max_batch": 5000},
-                         "devices": [{"name": "m{n:05d}", "count": args.batch_size, "start": 0,
-                                      "points": [{"name": "p", "unit": "kW"}]}]}],
-        }
-        cfg = parse_config(raw, Path("<bench mqtt>"), {"mqtt": SOURCE_KIND}, {})
-        db = await Database.open(dsn, pool_size=4)
-        try:
-            await store.migrate(db)
-            agent = Agent(cfg, db, maintenance_interval_s=3600)
-            task = asyncio.create_task(agent.run())
+        async with dsn_or_embedded(args.dsn, tmp / "pg") as dsn:
+            raw = {
+                "storage": {"dsn": dsn, "batch_max_rows": 5000, "batch_max_age_ms": 200},
+                "spool": {"dir": str(tmp / "spool")},
+                "api": {"enabled": False},
+                "sources": [{"name": "amr", "kind": "mqtt",
+                             "options": {"host": "127.0.0.1", "port": port, "client_id": "gw-bench-agent",
+                                         "topics": [{**BATCH[0], "pattern": "bench/batch/+"}], "max_batch": 5000},
+                             "devices": [{"name": "m{n:05d}", "count": args.batch_size, "start": 0,
+                                          "points": [{"name": "p", "unit": "kW"}]}]}],
+            }
+            cfg = parse_config(raw, Path("<bench mqtt>"), {"mqtt": SOURCE_KIND}, {})
+            db = await Database.open(dsn, pool_size=4)
             try:
-                await asyncio.wait_for(agent.started.wait(), 120)
-                health = agent.healths["amr"]
-                deadline = time.monotonic() + 60
-                while health.links.get("broker") != "up":
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"the agent's MQTT source did not connect: {health.last_error}")
-                    await asyncio.sleep(0.05)
-                fw = agent.forwarder
-                assert fw is not None
-                base = datetime.now(UTC) - timedelta(days=1)
-                msgs = [(f"bench/batch/h{i % 10}", json.dumps(
-                    {"ts": (base + timedelta(seconds=i)).isoformat().replace("+00:00", "Z"),
-                     "readings": [{"m": f"m{j:05d}", "p": round(j * 0.01, 2)} for j in range(args.batch_size)]},
-                    separators=(",", ":")).encode()) for i in range(args.batch_messages)]
-                total = args.batch_messages * args.batch_size
-                stored0 = fw.stored
-                t0 = time.perf_counter()
-                await _publish(port, msgs)
-                deadline = time.monotonic() + 300
-                while fw.stored - stored0 < total:
-                    if time.monotonic() > deadline or health.counters["unmapped"] >= total:
-                        break
-                    await asyncio.sleep(0.02)
-                dt = time.perf_counter() - t0
-                stored = fw.stored - stored0
-                return {"storage_rows": stored, "storage_expected": total, "storage_rows_s": stored / dt,
-                        "storage_backend": db.backend, "unmapped": health.counters["unmapped"]}
+                await store.migrate(db)
+                agent = Agent(cfg, db, maintenance_interval_s=3600)
+                task = asyncio.create_task(agent.run())
+                try:
+                    await asyncio.wait_for(agent.started.wait(), 120)
+                    health = agent.healths["amr"]
+                    deadline = time.monotonic() + 60
+                    while health.links.get("broker") != "up":
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"the agent's MQTT source did not connect: {health.last_error}")
+                        await asyncio.sleep(0.05)
+                    fw = agent.forwarder
+                    assert fw is not None
+                    base = datetime.now(UTC) - timedelta(days=1)
+                    msgs = [(f"bench/batch/h{i % 10}", json.dumps(
+                        {"ts": (base + timedelta(seconds=i)).isoformat().replace("+00:00", "Z"),
+                         "readings": [{"m": f"m{j:05d}", "p": round(j * 0.01, 2)} for j in range(args.batch_size)]},
+                        separators=(",", ":")).encode()) for i in range(args.batch_messages)]
+                    total = args.batch_messages * args.batch_size
+                    stored0 = fw.stored
+                    t0 = time.perf_counter()
+                    await _publish(port, msgs)
+                    deadline = time.monotonic() + 300
+                    while fw.stored - stored0 < total:
+                        if time.monotonic() > deadline or health.counters["unmapped"] >= total:
+                            break
+                        await asyncio.sleep(0.02)
+                    dt = time.perf_counter() - t0
+                    stored = fw.stored - stored0
+                    return {"storage_rows": stored, "storage_expected": total, "storage_rows_s": stored / dt,
+                            "storage_backend": db.backend, "unmapped": health.counters["unmapped"]}
+                finally:
+                    agent.stop()
+                    await asyncio.wait_for(task, 120)
             finally:
-                agent.stop()
-                await asyncio.wait_for(task, 120)
-        finally:
-            await db.close()
+                await db.close()
     finally:
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

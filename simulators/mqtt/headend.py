@@ -45,8 +45,8 @@ from typing import Any, Self
 import aiomqtt
 
 from core.aio import wait_event
+from core.clock import clock_speed
 from protocols.mqtt.sparkplug import DOUBLE, Metric, Payload, encode_payload
-from simulators import clock_speed
 from simulators.faults import FaultPlan
 from simulators.profiles import PROFILE_KINDS, Meter, Profile
 

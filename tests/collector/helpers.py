@@ -116,3 +116,12 @@ template = "sdm630"
 options = {{ unit_id = "{{n}}" }}
 """)
     return load(path)
+
+
+def rows_once_migrated(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """The rows of `sql`, or [] while the daemon has not created its tables yet."""
+    with psycopg.connect(dsn) as conn:
+        try:
+            return conn.execute(sql, params).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return []

@@ -24,11 +24,18 @@ import pytest
 
 from collector.daemon import serve
 from core.clock import AcceleratedClock, SystemClock
-from tests.collector.helpers import modbus_daemon_config, until
+from tests.collector.helpers import modbus_daemon_config, rows_once_migrated, until
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def point_alerts(dsn: str) -> list[tuple[str, str, str, datetime]]:
+    """(rule, state, point name, started_at) of every point alert, oldest first."""
+    rows = rows_once_migrated(dsn, "SELECT a.rule, a.state, p.name, a.started_at FROM alerts a "
+                                   "JOIN points p ON p.id = a.point_id ORDER BY a.started_at")
+    return [(str(r[0]), str(r[1]), str(r[2]), r[3]) for r in rows]
 
 
 async def test_injected_sag_becomes_alert_and_event(tmp_path: Path, pg_dsn: str) -> None:
@@ -49,13 +56,7 @@ async def test_injected_sag_becomes_alert_and_event(tmp_path: Path, pg_dsn: str)
     daemon = asyncio.create_task(serve(cfg, stop, api=False))
 
     def alerts() -> list[tuple[str, str, str]]:
-        with psycopg.connect(pg_dsn) as conn:
-            try:
-                rows = conn.execute("SELECT a.rule, a.state, p.name FROM alerts a "
-                                    "JOIN points p ON p.id = a.point_id").fetchall()
-            except psycopg.errors.UndefinedTable:
-                return []
-            return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+        return [(rule, state, name) for rule, state, name, _ in point_alerts(pg_dsn)]
 
     try:
         await until(lambda: any(rule == "voltage" and name == "sdm-01.voltage_l1" for rule, _, name in alerts()),
@@ -134,22 +135,13 @@ enabled = true
     daemon = asyncio.create_task(serve(cfg, stop, api=False, on_ready=on_ready))
 
     def alerts() -> list[tuple[str, str, datetime]]:
-        with psycopg.connect(pg_dsn) as conn:
-            try:
-                rows = conn.execute("SELECT a.rule, p.name, a.started_at FROM alerts a "
-                                    "JOIN points p ON p.id = a.point_id ORDER BY a.started_at").fetchall()
-            except psycopg.errors.UndefinedTable:
-                return []
-            return [(str(r[0]), str(r[1]), r[2]) for r in rows]
+        return [(rule, name, started) for rule, _, name, started in point_alerts(pg_dsn)]
 
     def raised(rule: str, point: str) -> bool:
         return any(r == rule and (n == point or n.startswith(point + ".")) for r, n, _ in alerts())
 
     def state(rule: str, point: str) -> str | None:
-        with psycopg.connect(pg_dsn) as conn:
-            row = conn.execute("SELECT a.state FROM alerts a JOIN points p ON p.id = a.point_id "
-                               "WHERE a.rule = %s AND p.name = %s", (rule, point)).fetchone()
-            return None if row is None else str(row[0])
+        return next((st for r, st, name, _ in point_alerts(pg_dsn) if r == rule and name == point), None)
 
     try:
         await until(lambda: all(raised(rule, p) for p, *_, rule in faults), timeout=150,

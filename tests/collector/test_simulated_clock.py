@@ -6,14 +6,13 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from collector.daemon import serve
 from core.clock import AcceleratedClock, SystemClock, clock_from_config
 from core.errors import ConfigError
 from simulators.modbus import run_simulator
-from tests.collector.helpers import load, modbus_daemon_config, until
+from tests.collector.helpers import load, modbus_daemon_config, rows_once_migrated, until
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,13 +45,9 @@ async def test_daemon_runs_in_simulated_time(tmp_path: Path, pg_dsn: str) -> Non
     daemon = asyncio.create_task(serve(cfg, stop, api=False))
 
     def stamps() -> list[datetime]:
-        with psycopg.connect(pg_dsn) as conn:
-            try:
-                rows = conn.execute("SELECT DISTINCT r.ts FROM readings r JOIN points p ON p.id = r.point_id "
-                                    "WHERE p.name = 'sdm-01.voltage_l1' ORDER BY 1").fetchall()
-            except psycopg.errors.UndefinedTable:
-                return []
-            return [r[0] for r in rows]
+        rows = rows_once_migrated(pg_dsn, "SELECT DISTINCT r.ts FROM readings r JOIN points p ON p.id = r.point_id "
+                                          "WHERE p.name = 'sdm-01.voltage_l1' ORDER BY 1")
+        return [r[0] for r in rows]
 
     try:
         await until(lambda: len(stamps()) >= 2, timeout=90, what="two simulated reading cycles")

@@ -19,27 +19,11 @@ from core.config import (
     SpoolConfig,
     StorageConfig,
 )
-from core.records import Alert, Event, Quality, Reading
+from core.records import Alert, Quality, Reading
 from detectors.config import DetectorsConfig
 from detectors.service import DetectionService, build
 
-from .helpers import T0, point, r
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.alerts: list[Alert] = []
-
-    async def submit(self, alerts: Sequence[Alert]) -> None:
-        self.alerts.extend(alerts)
-
-
-class Journal:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def record(self, event: Event) -> None:
-        self.events.append(event)
+from .helpers import T0, Journal, Sink, point, r
 
 
 def _config(detectors: DetectorsConfig | None = None) -> GridWatchConfig:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
 
 import pytest
 
 from core.clock import AcceleratedClock
-from core.records import Alert, Event, Quality, Reading
+from core.records import Quality, Reading
 from detectors.schedule.calendar import day_hours
 from detectors.schedule.compute import integrate_power
 from detectors.schedule.plans import PlanImportError, parse_csv
@@ -26,6 +26,7 @@ from storage.db import Database
 from storage.migrate import migrate
 from storage.schedule import PlanHourRow, PlanVersionRow, ScheduleStore
 from storage.writer import ReadingWriter
+from tests.detectors.helpers import Journal, Sink
 from tests.detectors.schedule.helpers import make_config
 
 pytestmark = [pytest.mark.integration]
@@ -40,22 +41,6 @@ MINER_HOUR = 9  # the miner bought 25 % less than it consumes in this hour
 GEN_FACTOR = 0.6
 MINER_FACTOR = 0.75
 GAP_HOUR = 16  # the load's reading at the end of this hour arrives late
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.alerts: list[Alert] = []
-
-    async def submit(self, alerts: Sequence[Alert]) -> None:
-        self.alerts.extend(alerts)
-
-
-class Journal:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def record(self, event: Event) -> None:
-        self.events.append(event)
 
 
 PROFILES = {
